@@ -36,6 +36,7 @@ from crlbuilder.natsauth import (
 from crlbuilder.options import ConfigError
 from crlbuilder.stream import Consumer, StreamCipher, StreamNames
 from responder.config import load_config as responder_config
+from responder.v1.watchlog import Stored
 from responder.v1.watchstream import StreamUnavailable, WatchStream
 from tests.support.builder import builder_config
 from tests.support.nats import (
@@ -455,16 +456,21 @@ def test_the_watch_stream_is_written_by_responders_and_purged_by_watch_compact_o
     try:
         first = responder.publish(b"op-1")
         second = responder.publish(b"op-2")
-        assert responder.fetch(second) == b"op-2"
+        assert data(responder.fetch(second)) == b"op-2"
         with pytest.raises(StreamUnavailable):  # a responder may not purge the stream
             responder.purge_operations(first)
         responder.close()
-        assert compact.fetch(first) == b"op-1"
+        assert data(compact.fetch(first)) == b"op-1"
         compact.purge_operations(first)  # watch-compact may
-        assert compact.fetch(first) is None and compact.fetch(second) == b"op-2"
+        assert compact.fetch(first) is None and data(compact.fetch(second)) == b"op-2"
     finally:
         responder.close()
         compact.close()
+
+
+def data(stored: Stored | None) -> bytes | None:
+    """The bytes of a message read back from the watch stream (None: not held)."""
+    return None if stored is None else stored.data
 
 
 # -- TLS: the server's certificate checked, the client's asked for (verify: true) ------------
@@ -548,7 +554,7 @@ def test_over_tls_a_client_certificate_of_the_ca_is_needed_and_enough(
     stream = WatchStream(server.source, timeout=2.0, auth=auth)
     try:
         seq = stream.publish(b"op-tls")
-        assert stream.fetch(seq) == b"op-tls"
+        assert data(stream.fetch(seq)) == b"op-tls"
         info = stream._connected().nc._server_info  # what the server announced: TLS only
         assert info.get("tls_required") and info.get("tls_verify")
     finally:

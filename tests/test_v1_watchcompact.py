@@ -7,6 +7,7 @@ middle of a catch-up goes on; nothing is purged that no seal holds."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -715,3 +716,46 @@ def test_a_compaction_replaces_a_lost_snapshot_even_with_few_operations(
     done = compact(a[0], a[1], keep=0, min_operations=100)
     assert (done.snapshot, done.purged) == (40, 0)
     assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])
+
+
+def signed(party: str, add: list[int] = [], remove: list[int] = [], at: int = 0) -> bytes:  # noqa: B006
+    """An operation as a node of this release publishes it: signed, its publisher's time
+    ``at`` (ms since the epoch)."""
+    read = watchlog.decode(op(party, add, remove))
+    assert read is not None
+    return watchlog.encode(read._replace(at_ms=at), KEYS.op_mac)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server's timestamps, a wait of 3 s
+def test_a_signed_operation_published_again_later_is_passed_over_by_a_node_and_a_new_one(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """On a real nats-server, the time each message was stored at is the server's, read with
+    the message (`WatchStream.fetch`). The party removes 1 through a node whose clock is 58 s
+    behind the server's (within the allowance: applied), then adds 1 again; the removal,
+    published again verbatim 3 s later (61 s past the time it carries), is passed over by a
+    node that applied everything and by a new node that starts from a snapshot sealed
+    before the copy (it reads the copy's time from the stream alike)."""
+    a, c = node("a"), node("c")
+    now = lambda: time.time_ns() // 1_000_000  # noqa: E731
+    a[1].publish(signed("bank", add=[1, 2], at=now()))
+    removal_at = now() - 58_000
+    removal = signed("bank", remove=[1], at=removal_at)
+    a[1].publish(removal)
+    a[1].publish(signed("bank", add=[1], at=now()))
+    assert sync(a[0], a[1], None, 30.0) == 3 and a[0].passed()[0] == 0
+    compact(a[0], a[1], keep=0, min_operations=1)  # operations 1-3 in a snapshot, purged
+    time.sleep(max(0.0, (removal_at + 61_000 - now()) / 1000))
+    assert a[1].publish(removal) == 4  # a new message id: stored again
+    a[1].publish(signed("bank", add=[3], at=now()))
+    stored = a[1].fetch(4)
+    assert stored is not None and stored.data == removal
+    assert stored.stamped_ms - removal_at > watchlog.REPLAY_WINDOW * 1000
+    assert abs(stored.stamped_ms - now()) < 10_000  # the server's clock: this machine's
+    keys = [sf.status_key(1, s) for s in (1, 2, 3)]
+    for lists, stream in (a, c):
+        assert sync(lists, stream, None, 30.0) == 5
+        assert lists.watched("bank", keys) == [True, True, True]
+        count, why = lists.passed()
+        assert count == 1 and why.startswith("operation 4:"), why

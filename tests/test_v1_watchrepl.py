@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from responder.v1.watchstream import StreamUnavailable, WatchStream
 from tests.support.nats import free_ports, nats_server
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.support.written import written
+from tests.test_natsauth import data
 from tests.test_policy import NOW
 from tests.test_v1_changes import AC, SC, A, Api, B, C, D, ref
 from tests.test_v1_feedpos import node_a, node_b, pos, serials
@@ -52,6 +54,10 @@ class Log:
 
     def __init__(self) -> None:
         self.ops: list[bytes] = []
+        self.now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        """The server's clock: when it stores each message published."""
+        self.stamps: dict[int, int] = {}
+        """When each published message was stored (``now_ms`` at its publish)."""
         self.lost: set[int] = set()
         """Sequences the stream no longer holds (purged)."""
         self.down = False
@@ -66,6 +72,7 @@ class Log:
     def publish(self, op: bytes) -> int:
         self._up()
         self.ops.append(op)
+        self.stamps[len(self.ops)] = self.now_ms()
         return len(self.ops)
 
     def last_seq(self) -> int:
@@ -75,10 +82,12 @@ class Log:
     def state(self) -> watchstream.StreamState:
         return watchstream.StreamState(self.last_seq(), b"the log stream16", 1)
 
-    def fetch(self, seq: int) -> bytes | None:
+    def fetch(self, seq: int) -> watchlog.Stored | None:
         self._up()
         time.sleep(self.delay)
-        return self.ops[seq - 1] if seq <= len(self.ops) and seq not in self.lost else None
+        if seq > len(self.ops) or seq in self.lost:
+            return None
+        return watchlog.Stored(self.ops[seq - 1], self.stamps.get(seq, self.now_ms()))
 
     def retry_after(self) -> int | None:
         return None
@@ -218,6 +227,47 @@ def test_bytes_that_no_node_signed_are_passed_over_not_stopped_at(nodes: Any) ->
         assert len(list(listed)) == 2 and signed_from == 1  # A still watched
 
 
+def env_of(lists: LmdbWatchSet) -> changes.WatchEnv:
+    return next(e for e in changes._ENVS.values() if e.watchset is lists)
+
+
+def test_an_operation_published_again_later_is_passed_over_on_every_node(nodes: Any) -> None:
+    """A signed operation copied from the stream and published again later (a new message
+    id, which the MAC does not cover): the party's old removal of A, after it added A again,
+    would take A off every node's list (its changes no longer delivered). The time it
+    carries is more than a minute before the one the server stored the copy at: every node
+    passes it over. A node whose clock is 59 s off still registers; 61 s off, every node
+    passes its batch over and the node answers 503 saying why."""
+    log, a, b, la, lb = nodes
+    now = [1_780_000_000_000]  # the servers' clock (ms), and the publishing node's below
+    log.now_ms = lambda: now[0]
+    env_a = env_of(la)
+    env_a.wall_ms = lambda: now[0]
+    assert a.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+    now[0] += 1_000
+    assert a.watch(remove=[ref(SC, A)])[0].status == 200
+    now[0] += 1_000
+    assert a.watch(add=[ref(SC, A)])[0].status == 200
+    now[0] += watchlog.REPLAY_WINDOW * 1000  # 61 s after the removal was published
+    assert log.publish(log.ops[1]) == 4  # the removal again, verbatim
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200
+    assert a.changes(f"cursor={pos(0)}")[0].status == 200
+    keys = [sf.status_key(SC, s) for s in (A, B, C, D)]
+    assert la.applied() == lb.applied() == 4
+    assert la.watched("sig", keys) == lb.watched("sig", keys) == [True, True, False, False]
+    assert la.passed()[0] == lb.passed()[0] == 1 and "publisher's time" in lb.passed()[1]
+    assert lb.outcome(2) is not None and lb.outcome(2).removed == 1  # type: ignore[union-attr]
+    env_a.wall_ms = lambda: now[0] - 59_000  # within the allowance
+    resp, got = a.watch(add=[ref(SC, C)])
+    assert resp.status == 200 and got["added"] == 1, got
+    env_a.wall_ms = lambda: now[0] - 61_000
+    resp, got = a.watch(add=[ref(SC, D)])
+    assert resp.status == 503 and "clock is 61 s from" in got["detail"], got
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200
+    assert la.watched("sig", keys) == lb.watched("sig", keys) == [True, True, True, False]
+    assert la.passed()[0] == lb.passed()[0] == 2
+
+
 def test_a_node_of_several_whose_store_names_no_stream_refuses_the_feed(
     cas: dict[int, Ca], nodes: Any, tmp_path: Path
 ) -> None:
@@ -281,12 +331,14 @@ def test_the_watch_stream_on_a_real_server_stores_once_and_outlives_a_restart(
             raw = op_bytes()
             once = b"one request nonce"[:16]
             assert stream.publish(raw, nonce=once) == 1 and stream.publish(raw, nonce=once) == 1
-            assert stream.last_seq() == 1 and stream.fetch(1) == raw and stream.fetch(2) is None
+            assert (
+                stream.last_seq() == 1 and data(stream.fetch(1)) == raw and stream.fetch(2) is None
+            )
             server.kill(0)
             server.restart(0)
             assert stream.last_seq() == 1  # a new connection, no 503 for the party
-            assert stream.publish(raw, nonce=once) == 1 and stream.fetch(1) == raw
-            assert stream.publish(raw) == 2 and stream.fetch(2) == raw  # another request
+            assert stream.publish(raw, nonce=once) == 1 and data(stream.fetch(1)) == raw
+            assert stream.publish(raw) == 2 and data(stream.fetch(2)) == raw  # another request
         finally:
             stream.close()
 

@@ -4,6 +4,7 @@ the in-memory twin and by the LMDB lists alike; nothing here starts a process.""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,27 @@ import pytest
 from crlbuilder.store import format as sf
 from responder.v1 import watchlog, watchsnap
 from responder.v1.watchdb import LmdbWatchSet
-from responder.v1.watchlog import Behind, Gone, MemoryReplica, Outcome, SecretMismatch, WatchOp
+from responder.v1.watchlog import (
+    Behind,
+    Gone,
+    MemoryReplica,
+    Outcome,
+    SecretMismatch,
+    Stored,
+    WatchOp,
+)
 from responder.v1.watchset import WatchKeys
 
 SECRET = bytes(range(32))
 KEYS = WatchKeys(SECRET)
+T0 = 1_780_000_000_000
+"""A fixed time (ms since the epoch) the operations here are published and stored at."""
+
+
+def on_stream(log: list[bytes], stamps: dict[int, int] | None = None) -> Callable[[int], Stored]:
+    """``fetch`` of a stream holding ``log``, every message stored at ``T0`` but those of
+    ``stamps`` (sequence: when the server stored it)."""
+    return lambda s: Stored(log[s - 1], (stamps or {}).get(s, T0))
 
 
 def op(party: str, add: list[int] = [], remove: list[int] = [], limit: int = 5) -> bytes:  # noqa: B006
@@ -56,9 +73,9 @@ def test_applied_in_order_every_replica_decides_the_same() -> None:
     reads only the operation and the list before it."""
     one, two = MemoryReplica(KEYS.check()), MemoryReplica(KEYS.check())
     clock = lambda: 0.0  # noqa: E731
-    assert watchlog.catch_up(one, lambda s: LOG[s - 1], 5, deadline=1, clock=clock) == 5
-    watchlog.catch_up(two, lambda s: LOG[s - 1], 2, deadline=1, clock=clock)  # part now
-    watchlog.catch_up(two, lambda s: LOG[s - 1], 5, deadline=1, clock=clock)  # the rest later
+    assert watchlog.catch_up(one, on_stream(LOG), 5, deadline=1, clock=clock) == 5
+    watchlog.catch_up(two, on_stream(LOG), 2, deadline=1, clock=clock)  # part now
+    watchlog.catch_up(two, on_stream(LOG), 5, deadline=1, clock=clock)  # the rest later
     assert [one.outcome(s) for s in range(1, 6)] == OUTCOMES
     assert one.lists == two.lists and one.outcomes == two.outcomes
     one.apply(3, watchlog.decode(LOG[2]))  # type: ignore[arg-type]  # applied already: passed over
@@ -74,11 +91,11 @@ def test_a_gap_another_secret_or_the_time_up_stops_without_applying() -> None:
         r.apply(2, watchlog.decode(LOG[1]))  # type: ignore[arg-type]
     other = MemoryReplica(WatchKeys(bytes(32 * [7])).check())
     with pytest.raises(SecretMismatch):
-        watchlog.catch_up(other, lambda s: LOG[s - 1], 1, deadline=1, clock=clock)
+        watchlog.catch_up(other, on_stream(LOG), 1, deadline=1, clock=clock)
     assert other.applied() == 0 and other.lists == {}
     ticks = iter([0.0, 0.5, 2.0])
     with pytest.raises(Behind) as behind:
-        watchlog.catch_up(r, lambda s: LOG[s - 1], 5, deadline=1, clock=lambda: next(ticks))
+        watchlog.catch_up(r, on_stream(LOG), 5, deadline=1, clock=lambda: next(ticks))
     assert behind.value.applied == 3 and r.applied() == 3  # what was applied stays
 
 
@@ -161,11 +178,18 @@ def test_lists_bind_to_one_watch_stream_and_refuse_one_made_again(tmp_path: Path
         again.close()
 
 
-def signed(party: str, add: list[int] = [], remove: list[int] = [], limit: int = 5) -> bytes:  # noqa: B006
-    """An operation as a node of this release publishes it: MAC'd with the watch secret."""
-    raw = watchlog.decode(op(party, add, remove, limit))
+def signed(
+    party: str,
+    add: tuple[int, ...] = (),
+    remove: tuple[int, ...] = (),
+    limit: int = 5,
+    at: int = T0,
+) -> bytes:
+    """An operation as a node of this release publishes it: MAC'd with the watch secret,
+    with its publisher's time ``at``."""
+    raw = watchlog.decode(op(party, list(add), list(remove), limit))
     assert raw is not None
-    return watchlog.encode(raw, KEYS.op_mac)
+    return watchlog.encode(raw._replace(at_ms=at), KEYS.op_mac)
 
 
 @pytest.mark.parametrize("kind", ["memory", "lmdb"])
@@ -192,10 +216,10 @@ def test_an_operation_the_watch_secret_does_not_vouch_for_is_passed_over_by_ever
         watchlog.make_op(other.check(), 5, [], other.entries(other.tag("x"), [b"k"]), other.tag("x")),
         other.op_mac,
     )  # fmt: skip
-    log = [genuine, signed("bank", add=[4]), b"junk", forged_v1, forged_v2, foreign,
-           signed("bank", add=[5])]  # fmt: skip
+    log = [genuine, signed("bank", add=(4,)), b"junk", forged_v1, forged_v2, foreign,
+           signed("bank", add=(5,))]  # fmt: skip
     clock = lambda: 0.0  # noqa: E731
-    got = watchlog.catch_up(lists, lambda s: log[s - 1], len(log), deadline=1, clock=clock,
+    got = watchlog.catch_up(lists, on_stream(log), len(log), deadline=1, clock=clock,
                             mac=KEYS.op_mac)  # fmt: skip
     assert got == len(log) and lists.applied() == len(log)
     keys = [sf.status_key(1, s) for s in range(1, 6)]
@@ -216,7 +240,7 @@ def test_before_the_first_signed_operation_another_secret_still_stops_the_lists(
     over with its lists empty."""
     wrong = MemoryReplica(WatchKeys(bytes(32 * [7])).check())
     with pytest.raises(SecretMismatch):
-        watchlog.catch_up(wrong, lambda s: signed("bank", add=[1]), 1, deadline=1,
+        watchlog.catch_up(wrong, on_stream([signed("bank", add=(1,))]), 1, deadline=1,
                           clock=lambda: 0.0, mac=WatchKeys(bytes(32 * [7])).op_mac)  # fmt: skip
     assert wrong.applied() == 0
 
@@ -230,3 +254,62 @@ def test_a_seal_of_the_release_before_the_signed_operations_is_read_with_none() 
     head = watchsnap._SEAL_V1.pack(1, *seal[:-1])
     old = watchsnap.decode_seal(KEYS.snapshot_mac, head + KEYS.snapshot_mac(head))
     assert old == seal._replace(signed_from=0)
+
+
+def test_a_signed_operation_published_again_later_is_passed_over_by_every_node(
+    tmp_path: Path,
+) -> None:
+    """The MAC does not cover the message id: anyone who may publish on the watch subject
+    can copy a signed operation from the stream and publish it again, later, under a new
+    one. An old "remove 1" published again after the party's later "add 1" would take 1 off
+    its list on every node (its changes no longer delivered). The operation carries its
+    publisher's time under the MAC; every node compares it with the time the server stored
+    that message at (the same for every node): more than `REPLAY_WINDOW` apart, passed over.
+    A publisher's clock within the allowance either way is fine."""
+    window = watchlog.REPLAY_WINDOW * 1000
+    remove = signed("bank", remove=(1,), at=T0 + 1_000)
+    log = [
+        signed("bank", add=(1, 2), at=T0),  # 1: stored 0.4 s after its publisher's time
+        remove,  # 2: the party removes 1
+        signed("bank", add=(1,), at=T0 + 5_000),  # 3: and adds it again
+        remove,  # 4: 2 copied verbatim, published again just past the window
+        remove,  # 5: and ten days later
+        signed("bank", add=(3,), at=T0 + 70_000 + window - 1_000),  # 6: a clock 59 s ahead
+        signed("bank", add=(4,), at=T0 + 80_000 + window + 1),  # 7: one past the allowance
+        signed("bank", add=(5,), at=T0 + 90_000 - window),  # 8: a clock 60 s behind
+    ]
+    stamps = {1: T0 + 400, 2: T0 + 1_000, 3: T0 + 5_000, 4: T0 + 1_000 + window + 1,
+              5: T0 + 10 * 86_400_000, 6: T0 + 70_000, 7: T0 + 80_000, 8: T0 + 90_000}  # fmt: skip
+    memory = MemoryReplica(KEYS.check())
+    lmdb_lists = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)
+    try:
+        for lists in (memory, lmdb_lists):
+            assert watchlog.catch_up(lists, on_stream(log, stamps), len(log), deadline=1,
+                                     clock=lambda: 0.0, mac=KEYS.op_mac) == len(log)  # fmt: skip
+        keys = [sf.status_key(1, s) for s in range(1, 6)]
+        assert lmdb_lists.watched("bank", keys) == [True, True, True, False, True]
+        tag = KEYS.tag("bank")
+        kept = KEYS.entries(tag, [keys[i] for i in (0, 1, 2, 4)])
+        assert memory.lists[tag] == {e[len(tag) :] for e in kept}
+        assert memory.skipped == [4, 5, 7]
+        count, why = lmdb_lists.passed()
+        assert count == 3 and "operation 7:" in why and "publisher's time" in why, why
+        assert lmdb_lists.outcome(4) is None and lmdb_lists.outcome(3) is not None
+    finally:
+        lmdb_lists.close()
+
+
+def test_a_signed_operations_time_is_under_its_mac() -> None:
+    """The publisher's time cannot be changed to bring a copy into the window: the MAC
+    covers it (and an operation cut before it is none)."""
+    raw = signed("bank", add=(1,), at=T0)
+    got = watchlog.decode(raw, KEYS.op_mac)
+    assert got is not None and got.signed and got.at_ms == T0
+    assert watchlog.encode(got, KEYS.op_mac) == raw
+    at = 1 + watchlog.CHECK_BYTES + 8
+    moved = raw[:at] + (T0 + 3_600_000).to_bytes(8, "big") + raw[at + 8 :]
+    assert watchlog.decode(moved, KEYS.op_mac) is None
+    assert watchlog.decode(raw[: at + 4], KEYS.op_mac) is None
+    assert watchlog.replayed(T0, T0 + 60_000) is None and watchlog.replayed(T0, T0 - 60_000) is None
+    assert watchlog.replayed(T0, T0 + 60_001) is not None
+    assert watchlog.replayed(T0, T0 - 60_001) is not None

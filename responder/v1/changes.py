@@ -113,6 +113,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -317,6 +318,9 @@ class WatchEnv:
     """A node of several (``[cluster] nats``): the watch stream every node applies to its
     lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
     keys: WatchKeys | None = None
+    wall_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
+    """The clock whose time (milliseconds since the epoch) a watch operation carries when it
+    is published (`watchlog.replayed`: compared with the NATS server's)."""
     on_unbound: Callable[[str, bool], None] = field(default=lambda _party, _accepted: None)
     """Told of each cursor issued before cursors were bound (the party's registry id, and
     whether it was read: ``[watch] unbound_cursors``): the worker's metrics
@@ -661,15 +665,16 @@ def _watch_replicated(
     )  # fmt: skip
     # from here a 503 cannot say whether the batch was registered (`_UNCONFIRMED`)
     try:
-        seq = env.stream.publish(watchlog.encode(op, keys.op_mac))
+        at_ms = env.wall_ms()
+        seq = env.stream.publish(watchlog.encode(op._replace(at_ms=at_ms), keys.op_mac))
     except StreamUnavailable as e:  # perhaps stored, its acknowledgement lost
         _unreached("watch batch not confirmed", e)
         return _UNCONFIRMED
     if _caught_up(env, lists, seq) is not None:  # on the stream: every node applies it
         return _UNCONFIRMED
     outcome = lists.outcome(seq)
-    if outcome is None:  # applied, and its outcome already dropped: a list that moved on
-        return _UNCONFIRMED
+    if outcome is None:  # passed over, or applied and its outcome dropped (a list moved on)
+        return _clock_off(env.stream, seq, at_ms) or _UNCONFIRMED
     if outcome.full:
         return _watch_full(outcome.limit)
     return _watched(outcome.added, outcome.removed, outcome.total, len(add), len(remove), refused)
@@ -699,6 +704,28 @@ _BEHIND: Final = problem.make(
     503, problem.UNAVAILABLE,
     "this node is still applying the watch lists registered through the others; retry",
 )  # fmt: skip
+
+
+def _clock_off(stream: WatchStream, seq: int, at_ms: int) -> Problem | None:
+    """The 503 of a batch that every node passed over because this node's clock is more than
+    `watchlog.REPLAY_WINDOW` from the NATS server's (the time it carries against the one the
+    server stored it at: `watchlog.replayed`); None when it was not that (or is not known)."""
+    try:
+        stored = stream.fetch(seq)
+    except StreamUnavailable:
+        return None
+    if stored is None or watchlog.replayed(at_ms, stored.stamped_ms) is None:
+        return None
+    off = (stored.stamped_ms - at_ms) / 1000
+    _log.error(
+        "watch batch passed over by every node: this node's clock is %+.0f s from the NATS "
+        "server's (more than %d s): synchronise it (NTP)", off, watchlog.REPLAY_WINDOW,
+    )  # fmt: skip
+    return problem.make(
+        503, problem.UNAVAILABLE,
+        f"this node's clock is {abs(off):.0f} s from the watch stream's: the batch was not "
+        "registered (every node passed it over); retry (another node may take it)",
+    )  # fmt: skip
 
 
 def _unreached(what: str, e: StreamUnavailable) -> None:

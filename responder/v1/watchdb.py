@@ -345,8 +345,9 @@ class LmdbWatchSet:
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
-    def refuse(self, seq: int, check: bytes | None) -> None:
+    def refuse(self, seq: int, check: bytes | None, why: str | None = None) -> None:
         mine = secret_check(self._keys.check())
+        reason = why
         try:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(_META_APPLIED, db=self._meta)
@@ -357,12 +358,13 @@ class LmdbWatchSet:
                     return
                 if seq != applied + 1:
                     raise Gone(f"watch operation {seq} after {applied}: a gap")
-                why = passed_over(check, mine, self._signed_from(txn))
-                if why is not None:
-                    self._pass_over(txn, seq, why)
+                if reason is None:
+                    reason = passed_over(check, mine, self._signed_from(txn))
+                if reason is not None:
+                    self._pass_over(txn, seq, reason)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
-        if why is None:
+        if reason is None:
             self._note_broken("an operation of the watch stream was made with another watch "
                               "secret: every node needs the same [watch] secret_file")  # fmt: skip
             raise SecretMismatch(f"watch operation {seq}: made with another watch secret")

@@ -32,6 +32,13 @@ order to its own lists (`Replica.apply`, `catch_up`), so every node decides the 
   passed over by every node alike (`Replica.refuse`). Before it, bytes that name another
   secret still stop the lists (`SecretMismatch`, as before the MAC: a node whose secret
   differs finds out so), and other bytes that are no operation are passed over;
+- a signed operation carries its publisher's time (`WatchOp.at_ms`, under the MAC), and every
+  node compares it with the time JetStream stored that message at (`Stored.stamped_ms`, the
+  same for a sequence on every node and server): one more than `REPLAY_WINDOW` apart is
+  passed over as the forged ones are (`replayed`). The MAC does not cover the message id, so
+  without it an operation copied from the stream and published again later (an old "remove X"
+  after the party's later "add X") would be applied again on every node; what remains is a
+  copy published again within the window of its original;
 - one request is one operation: its message id (`op_id`) carries a nonce drawn per request,
   so a publish retried on a new connection is stored once, and the same batch sent again
   later (add X, remove X, add X) is another operation, not dropped as a repeat.
@@ -57,6 +64,16 @@ SIGNED: Final = 2
 MAC_BYTES: Final = 16
 CHECK_BYTES: Final = 16
 _HEAD: Final = 1 + CHECK_BYTES + 8 + TAG_BYTES + 4 + 4
+_AT: Final = 1 + CHECK_BYTES + 8
+"""Where a signed operation's publisher time (8 bytes, milliseconds) stands."""
+REPLAY_WINDOW: Final = 60
+"""Seconds a signed operation's publisher time may be before (or after) the time JetStream
+stored it at; one further apart is passed over (`replayed`). It must cover the publish itself
+(a call bounded by ``timeout``, 2 s, tried twice on a failure: under 10 s) and the difference
+between a node's clock and the NATS servers' (NTP keeps it under a second; a minute leaves
+room for a node whose synchronisation failed for a while without its batches being lost). It
+is also how long a copy of an operation may be published again and still be applied (every
+node alike): shorter would narrow that, at the price of refusing a node whose clock drifted."""
 
 
 class WatchOp(NamedTuple):
@@ -73,6 +90,18 @@ class WatchOp(NamedTuple):
     add: tuple[bytes, ...]
     signed: bool = False
     """It came MAC'd with this node's watch secret (version 2)."""
+    at_ms: int = 0
+    """A signed operation's publisher time (milliseconds since the epoch, taken when the
+    request was published; under the MAC); 0 on an unsigned one."""
+
+
+class Stored(NamedTuple):
+    """An operation's message as the watch stream holds it."""
+
+    data: bytes
+    stamped_ms: int
+    """When JetStream stored it (milliseconds since the epoch): the server's time, the same
+    for that sequence on every node that reads it."""
 
 
 class Outcome(NamedTuple):
@@ -93,9 +122,11 @@ def secret_check(check: bytes) -> bytes:
 
 
 def encode(op: WatchOp, mac: Callable[[bytes], bytes] | None = None) -> bytes:
-    """The operation's bytes; with ``mac`` (`WatchKeys.op_mac`), version 2, MAC'd."""
+    """The operation's bytes; with ``mac`` (`WatchKeys.op_mac`), version 2, MAC'd, its
+    publisher time (``op.at_ms``) after the bound."""
     head = (
         bytes((VERSION if mac is None else SIGNED,)) + op.check + op.limit.to_bytes(8, "big")
+        + (b"" if mac is None else op.at_ms.to_bytes(8, "big"))
         + op.tag + len(op.remove).to_bytes(4, "big") + len(op.add).to_bytes(4, "big")
     )  # fmt: skip
     body = head + b"".join(op.remove) + b"".join(op.add)
@@ -109,12 +140,13 @@ def decode(raw: bytes, mac: Callable[[bytes], bytes] | None = None) -> WatchOp |
         body, sealed = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
         if (
             mac is None
-            or len(raw) < _HEAD + MAC_BYTES
+            or len(raw) < _HEAD + 8 + MAC_BYTES
             or not hmac.compare_digest(mac(body), sealed)
         ):
             return None
-        got = decode(bytes((VERSION,)) + body[1:])
-        return None if got is None else got._replace(signed=True)
+        got = decode(bytes((VERSION,)) + body[1:_AT] + body[_AT + 8 :])
+        at_ms = int.from_bytes(body[_AT : _AT + 8], "big")
+        return None if got is None else got._replace(signed=True, at_ms=at_ms)
     if len(raw) < _HEAD or raw[0] != VERSION:
         return None
     at = 1 + CHECK_BYTES
@@ -201,18 +233,20 @@ class Replica(Protocol):
         """What operation ``seq`` did (kept for the recent ones)."""
         ...
 
-    def refuse(self, seq: int, check: bytes | None) -> None:
+    def refuse(self, seq: int, check: bytes | None, why: str | None = None) -> None:
         """Operation ``seq`` is not one this node may apply (`decode`); ``check``: the secret
         it claims to be made with (`claimed_check`). Passed over (in one transaction with the
         sequence, nothing else changed; `passed_over`), but `SecretMismatch` when it names
         another secret than this node's before the stream's first signed operation (nothing
-        applied). As `apply` for a sequence applied already or not the next one."""
+        applied). ``why``: an operation signed with this node's secret passed over for that
+        reason (`replayed`), never a mismatch. As `apply` for a sequence applied already or
+        not the next one."""
         ...
 
 
 def catch_up(
     replica: Replica,
-    fetch: Callable[[int], bytes | None],
+    fetch: Callable[[int], Stored | None],
     target: int,
     *,
     deadline: float,
@@ -220,19 +254,23 @@ def catch_up(
     mac: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Apply the operations after ``replica.applied()`` through ``target`` in order;
-    ``fetch(seq)`` gives an operation's bytes (None: the stream no longer holds it); bytes
-    that are no operation this node may apply (`decode` with ``mac``) are passed over.
+    ``fetch(seq)`` gives an operation's message (None: the stream no longer holds it); bytes
+    that are no operation this node may apply (`decode` with ``mac``), and a signed operation
+    stored too far from its publisher's time (`replayed`), are passed over.
     Returns the sequence reached; `Behind` past ``deadline`` (what was applied stays; one
     operation at least is applied by every call, so calls that each wait too little still
     make their way)."""
     seq = replica.applied()
     while seq < target:
-        raw = fetch(seq + 1)
-        if raw is None:
+        stored = fetch(seq + 1)
+        if stored is None:
             raise Gone(f"watch operation {seq + 1} is not on the stream")
-        op = decode(raw, mac)
+        op = decode(stored.data, mac)
+        stale = None if op is None or not op.signed else replayed(op.at_ms, stored.stamped_ms)
         if op is None:
-            replica.refuse(seq + 1, claimed_check(raw))
+            replica.refuse(seq + 1, claimed_check(stored.data))
+        elif stale is not None:
+            replica.refuse(seq + 1, op.check, stale)
         else:
             replica.apply(seq + 1, op)
         seq = max(seq + 1, replica.applied())
@@ -278,12 +316,12 @@ class MemoryReplica:
     def outcome(self, seq: int) -> Outcome | None:
         return self.outcomes.get(seq)
 
-    def refuse(self, seq: int, check: bytes | None) -> None:
+    def refuse(self, seq: int, check: bytes | None, why: str | None = None) -> None:
         if seq <= self.seq:
             return
         if seq != self.seq + 1:
             raise Gone(f"watch operation {seq} after {self.seq}: a gap")
-        if passed_over(check, secret_check(self.check), self.signed_from) is None:
+        if why is None and passed_over(check, secret_check(self.check), self.signed_from) is None:
             raise SecretMismatch("a watch operation made with another watch secret")
         self.seq = seq
         self.skipped.append(seq)
@@ -308,6 +346,21 @@ def passed_over(claimed: bytes | None, mine: bytes, signed_from: int) -> str | N
     if claimed is not None and claimed != mine:
         return None
     return "an operation that is none, or whose MAC fails (forged), passed over"
+
+
+def replayed(at_ms: int, stamped_ms: int) -> str | None:
+    """Why a signed operation whose publisher time is ``at_ms`` and which JetStream stored at
+    ``stamped_ms`` is passed over (a note for the lists), or None when it is applied: the two
+    more than `REPLAY_WINDOW` apart either way (a copy published again later, or a publisher
+    whose clock is that far from the servers'). Both times are on the message, the same for
+    every node: every node decides alike."""
+    off = stamped_ms - at_ms
+    if -REPLAY_WINDOW * 1000 <= off <= REPLAY_WINDOW * 1000:
+        return None
+    return (
+        f"a signed operation stored {off / 1000:+.0f} s from its publisher's time, past the "
+        f"{REPLAY_WINDOW} s allowed (published again, or the publisher's clock off) passed over"
+    )
 
 
 def unsigned_allowed(op: WatchOp, signed_from: int) -> bool:

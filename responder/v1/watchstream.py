@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import nats.errors
@@ -28,7 +29,15 @@ from crlbuilder.natsauth import NatsAuth
 from crlbuilder.natsservers import parse_servers
 from responder.v1 import watchsnap
 from responder.v1.holddown import HoldDown
-from responder.v1.watchlog import Behind, Gone, catch_up, op_id, secret_check, stream_id
+from responder.v1.watchlog import (
+    Behind,
+    Gone,
+    Stored,
+    catch_up,
+    op_id,
+    secret_check,
+    stream_id,
+)
 
 if TYPE_CHECKING:
     from responder.v1.watchdb import LmdbWatchSet
@@ -42,6 +51,15 @@ SNAP_SUFFIX: Final = "_SNAP"
 WRONG_LAST_SEQUENCE: Final = 10071
 """JetStream's error code for a publish whose ``Nats-Expected-Last-Subject-Sequence`` no
 longer holds."""
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def stamped_ms(at: datetime) -> int:
+    """A JetStream message time (UTC, to the microsecond as the client parses it) in whole
+    milliseconds since the epoch, exactly (no float)."""
+    return (at.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)
 
 
 class StreamState(NamedTuple):
@@ -254,13 +272,19 @@ class WatchStream:
                 )
             )
 
-    def fetch(self, seq: int) -> bytes | None:
-        """Operation ``seq``'s bytes; None when the stream does not hold it (deleted)."""
+    def fetch(self, seq: int) -> Stored | None:
+        """Operation ``seq``'s bytes and the time JetStream stored it at (the server's, the
+        same for that sequence on every node: `watchlog.replayed`); None when the stream does
+        not hold it (deleted)."""
         try:
             msg = self._call(lambda c: c.js.get_msg(self.name, seq=seq))
         except nats.js.errors.NotFoundError:
             return None
-        return bytes(msg.data or b"")
+        if msg.time is None:  # never the local clock: the nodes would decide differently
+            raise StreamUnavailable(
+                f"watch stream {self.name}: JetStream gave no time for operation {seq}"
+            )
+        return Stored(bytes(msg.data or b""), stamped_ms(msg.time))
 
     def close(self) -> None:
         if self._cluster is not None:
