@@ -190,3 +190,52 @@ def test_a_responder_answers_internal_error_for_a_damaged_status_record(
         assert answered.certificate_status is ocsp.OCSPCertStatus.REVOKED
     finally:
         app.close()
+
+
+_JSON_READS: list[tuple[str, bytes, bytes, Callable[[LmdbReader], object]]] = [
+    ("crls", sf.DB_CRLS, sf.issuer_prefix(1) + bytes(8), lambda r: r.crl_files()),
+    ("crls", sf.DB_CRLS, sf.issuer_prefix(1) + bytes(8), lambda r: r.latest_crls(1)),
+    ("announcements", sf.DB_ANNOUNCEMENTS, b"a", lambda r: r.announcements()),
+    ("taken", sf.DB_TAKEN, HOLDER, lambda r: r.taken(HOLDER)),
+    ("taken", sf.DB_TAKEN, HOLDER, lambda r: list(r.taken_kept())),
+    ("moveins", sf.DB_MOVE_INS, HOLDER, lambda r: r.move_ins(HOLDER)),
+    ("moveins", sf.DB_MOVE_INS, HOLDER, lambda r: list(r.move_ins_kept())),
+    ("pending", sf.DB_PENDING, HOLDER, lambda r: list(r.pending_notices())),
+    ("meta retention", sf.DB_META, sf.META_RETENTION, lambda r: r.retention_state()),
+    ("meta erased-state", sf.DB_META, sf.META_ERASED, lambda r: r.erased_state()),
+    ("meta spool-at", sf.DB_META, sf.META_SPOOL_AT, lambda r: r.spool_at()),
+    (
+        "meta outbox-file",
+        sf.DB_META,
+        sf.META_OUTBOX_FILE_PREFIX + b"q",
+        lambda r: r.outbox_file(b"q"),
+    ),
+    ("meta issuers", sf.DB_META, sf.META_ISSUERS, lambda r: r.issuers()),
+]
+
+
+@pytest.mark.parametrize("damage", [b"{", b'"a string"'], ids=["cut", "mistyped"])
+@pytest.mark.parametrize(
+    ("what", "db", "key", "read"),
+    _JSON_READS,
+    ids=[f"{w}-{n}" for n, (w, _, _, _) in enumerate(_JSON_READS)],
+)
+def test_a_json_value_that_does_not_decode_is_refused_naming_the_database(
+    store: Store,
+    what: str,
+    db: bytes,
+    key: bytes,
+    read: Callable[[LmdbReader], object],
+    damage: bytes,
+) -> None:
+    """Every JSON value the reader decodes (CRL index, announcements, ``taken``,
+    ``moveins``, pending notices, the builder's meta states): damaged bytes are
+    `StoreCorrupt` naming the database, never the key nor the bytes; they were a bare
+    `msgspec.DecodeError` (no database named, and no refusal a caller knows)."""
+    _damage(store, db, key, damage)
+    with store.read() as r, pytest.raises(sf.StoreCorrupt) as e:
+        read(r)
+    message = str(e.value)
+    assert f"a {what} value of {len(damage)} bytes" in message
+    assert "restore it from a copy or rebuild it" in message
+    assert key.hex() not in message and HOLDER.hex() not in message
