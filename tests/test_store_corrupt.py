@@ -32,6 +32,8 @@ from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
 from responder.app import JpkiApp
 from responder.http import Request, Response
+from responder.v1.openapi import document
+from responder.v1.table import ROUTES
 from tests.conftest import Built
 from tests.support.harness import ocsp_request, sample
 
@@ -303,6 +305,10 @@ def test_a_v1_route_answers_503_store_damaged_for_a_damaged_status_record(
         assert got["rule"] == "store_damaged" and got["status"] == 503
         assert f"{a.serial:x}" not in bytes(resp.body).decode() and key.hex() not in got["detail"]
         assert req.note is not None and req.note.rule == "store_damaged"
+        for path, ops in document(ROUTES)["paths"].items():  # every route lists the rule
+            for op in ops.values():
+                if path not in ("/v1/keys", "/v1/openapi.json"):
+                    assert "`store_damaged`" in op["responses"]["503"]["description"], path
         assert [r.getMessage() for r in logged] == ["store_corrupt"]
         fields = logged[0].fields  # type: ignore[attr-defined]
         assert fields["route"] == "/v1/status" and "a status value of 40 bytes" in fields["error"]
