@@ -159,6 +159,9 @@ def _build(args: argparse.Namespace) -> int:
     if stream is not None:
         try:
             return _build_from_stream(args, cfg, builder, stream)
+        except StoreWriteError as e:  # as the spool path: one line naming the store, exit 1
+            print(f"crlbuilder build: error: {e}", file=sys.stderr)
+            return 1
         finally:
             builder.close()
     try:

@@ -13,6 +13,7 @@ status record answers OCSP ``internalError`` (it gave an HTTP 500).
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 import types
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography.x509 import ocsp
 
@@ -30,6 +32,8 @@ from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
 from responder.app import JpkiApp
 from responder.http import Request, Response
+from responder.v1.openapi import document
+from responder.v1.table import ROUTES
 from tests.conftest import Built
 from tests.support.harness import ocsp_request, sample
 
@@ -188,5 +192,129 @@ def test_a_responder_answers_internal_error_for_a_damaged_status_record(
         answered = ocsp.load_der_ocsp_response(bytes(fine.body))
         assert answered.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
         assert answered.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    finally:
+        app.close()
+
+
+_JSON_READS: list[tuple[str, bytes, bytes, Callable[[LmdbReader], object]]] = [
+    ("crls", sf.DB_CRLS, sf.issuer_prefix(1) + bytes(8), lambda r: r.crl_files()),
+    ("crls", sf.DB_CRLS, sf.issuer_prefix(1) + bytes(8), lambda r: r.latest_crls(1)),
+    ("announcements", sf.DB_ANNOUNCEMENTS, b"a", lambda r: r.announcements()),
+    ("taken", sf.DB_TAKEN, HOLDER, lambda r: r.taken(HOLDER)),
+    ("taken", sf.DB_TAKEN, HOLDER, lambda r: list(r.taken_kept())),
+    ("moveins", sf.DB_MOVE_INS, HOLDER, lambda r: r.move_ins(HOLDER)),
+    ("moveins", sf.DB_MOVE_INS, HOLDER, lambda r: list(r.move_ins_kept())),
+    ("pending", sf.DB_PENDING, HOLDER, lambda r: list(r.pending_notices())),
+    ("meta retention", sf.DB_META, sf.META_RETENTION, lambda r: r.retention_state()),
+    ("meta erased-state", sf.DB_META, sf.META_ERASED, lambda r: r.erased_state()),
+    ("meta spool-at", sf.DB_META, sf.META_SPOOL_AT, lambda r: r.spool_at()),
+    (
+        "meta outbox-file",
+        sf.DB_META,
+        sf.META_OUTBOX_FILE_PREFIX + b"q",
+        lambda r: r.outbox_file(b"q"),
+    ),
+    ("meta issuers", sf.DB_META, sf.META_ISSUERS, lambda r: r.issuers()),
+]
+
+
+@pytest.mark.parametrize("damage", [b"{", b'"a string"'], ids=["cut", "mistyped"])
+@pytest.mark.parametrize(
+    ("what", "db", "key", "read"),
+    _JSON_READS,
+    ids=[f"{w}-{n}" for n, (w, _, _, _) in enumerate(_JSON_READS)],
+)
+def test_a_json_value_that_does_not_decode_is_refused_naming_the_database(
+    store: Store,
+    what: str,
+    db: bytes,
+    key: bytes,
+    read: Callable[[LmdbReader], object],
+    damage: bytes,
+) -> None:
+    """Every JSON value the reader decodes (CRL index, announcements, ``taken``,
+    ``moveins``, pending notices, the builder's meta states): damaged bytes are
+    `StoreCorrupt` naming the database, never the key nor the bytes; they were a bare
+    `msgspec.DecodeError` (no database named, and no refusal a caller knows)."""
+    _damage(store, db, key, damage)
+    with store.read() as r, pytest.raises(sf.StoreCorrupt) as e:
+        read(r)
+    message = str(e.value)
+    assert f"a {what} value of {len(damage)} bytes" in message
+    assert "restore it from a copy or rebuild it" in message
+    assert key.hex() not in message and HOLDER.hex() not in message
+
+
+def test_a_v1_route_answers_503_store_damaged_for_a_damaged_status_record(
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """POST /v1/status of a certificate whose status record is cut short: 503
+    ``application/problem+json``, rule ``store_damaged`` (the 503 every route lists in the
+    OpenAPI document), nothing provided nor counted, neither the serial nor the bytes in the
+    answer; logged ``store_corrupt`` naming the database. It was an HTTP 500 (`StoreCorrupt`
+    out of the handler, ``app_error``). Another certificate's batch still answers."""
+    path = tmp_path / "store"
+    shutil.copytree(built.store, path)
+    a, other = sample(built, CertStatus.GOOD, "sign-card"), sample(built, CertStatus.REVOKED)
+    s = Store.open(path, readonly=False)
+    try:
+        with s.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == a.issuer)
+            key = sf.status_key(index, a.serial)
+            good = r.status(key)
+            assert good is not None
+        _damage(s, sf.DB_STATUS, key, good.pack()[:40])
+    finally:
+        s.close()
+    clock = types.SimpleNamespace(
+        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
+    )
+    monkeypatch.setattr("responder.app.time", clock)
+    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    try:
+        token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
+
+        def ask(*refs: object) -> tuple[Request, Response]:
+            body = msgspec.json.encode(
+                {"entries": [{"issuer": x.issuer, "serial": f"{x.serial:x}"} for x in refs]}
+            )
+            headers = {
+                b"content-type": b"application/json",
+                b"authorization": b"Bearer " + token.encode(),
+            }
+            req = Request(
+                b"POST", b"/v1/status", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1
+            )
+
+            async def run() -> Response:
+                got = app.handle(req)
+                return got if isinstance(got, Response) else await got
+
+            return req, asyncio.run(run())
+
+        with caplog.at_level(logging.ERROR, logger="responder.v1.routes"):
+            req, resp = ask(a, other)
+        logged = [r for r in caplog.records if r.name == "responder.v1.routes"]
+        assert resp.status == 503, bytes(resp.body)
+        assert resp.content_type == b"application/problem+json"
+        assert resp.provision is None  # nothing to count in the ledger (帳簿, Act §40)
+        got = msgspec.json.decode(bytes(resp.body))
+        assert got["rule"] == "store_damaged" and got["status"] == 503
+        assert f"{a.serial:x}" not in bytes(resp.body).decode() and key.hex() not in got["detail"]
+        assert req.note is not None and req.note.rule == "store_damaged"
+        for path, ops in document(ROUTES)["paths"].items():  # every route lists the rule
+            for op in ops.values():
+                if path not in ("/v1/keys", "/v1/openapi.json"):
+                    assert "`store_damaged`" in op["responses"]["503"]["description"], path
+        assert [r.getMessage() for r in logged] == ["store_corrupt"]
+        fields = logged[0].fields  # type: ignore[attr-defined]
+        assert fields["route"] == "/v1/status" and "a status value of 40 bytes" in fields["error"]
+        assert key.hex() not in fields["error"]
+        _, fine = ask(other)
+        assert fine.status == 200
+        assert msgspec.json.decode(bytes(fine.body))["entries"][0]["status"] == "revoked"
     finally:
         app.close()

@@ -299,11 +299,13 @@ def _map_full_at_the_end(tmp_path: Path) -> tuple[Store, list[BaseException]]:
     every write of its body got through, and that failure (nothing else holds it)."""
     for n in range(150, 400):  # the first size whose failure comes from the commit's own put
         s = Store.open(tmp_path / str(n), readonly=False, map_size=1 << 16)
-        e = _failed(s, _clock, n, "v" * 100)
+        failed = _failed(s, _clock, n, "v" * 100)
+        # LMDB's error as `Commit` raises it, a `StoreWriteError` naming the store (2ec4ace)
+        e = failed.__cause__ if isinstance(failed, sf.StoreWriteError) else failed
         if isinstance(e, lmdb.MapFullError):
             tb = traceback.extract_tb(e.__traceback__)
             if "_end" in [f.name for f in tb] and "META_" in (tb[-1].line or ""):
-                return s, [e]
+                return s, [failed]
         s.close()
     pytest.fail("no map-full came from the commit's own writes")
 

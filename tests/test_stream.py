@@ -712,6 +712,47 @@ def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     assert dump(victim) == dump(ref)
 
 
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, timed subprocesses
+def test_a_full_disk_under_a_followers_store_is_one_clear_line_and_loses_nothing(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The store's disk fills while ``build --source ... --follow`` applies the stream (a file
+    size limit stands in for it, as for the spool path in tests/test_spool_kill.py). Before:
+    a traceback ending in ``StoreWriteError``. Now one line naming the store, exit 1, as the
+    spool path says it; what was committed stays, and the builder started again with room
+    applies the rest, once: the store of a node never stopped."""
+    files = sorted(population.glob("*.jsonl"))
+    assert len(files) > 1
+    ref = node_config(tmp_path / "ref", demo_pki[0], cluster.source, "full", batch_size=4)
+    node = node_config(tmp_path / "node", demo_pki[0], cluster.source, "full", batch_size=4)
+    same_key(Path(ref.keys.facts_key_file), Path(node.keys.facts_key_file))
+    first = publish_files(ref, cluster, files[:1])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(node), "--no-progress"]
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    assert stream_seq(node) == first
+    total = first + publish_files(ref, cluster, files[1:])
+    consume(ref, cluster)
+    store = Path(node.store.path)
+    room = (store / "data.mdb").stat().st_size + (16 << 10)
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+
+    out = subprocess.run(
+        [*args, "--follow", "--max-idle", "0.5"], capture_output=True, text=True, timeout=120,
+        check=False, preexec_fn=full_disk,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"crlbuilder build: error: {store}: the store could not be written (" in out.stderr
+    assert first <= stream_seq(node) < total
+    subprocess.run(args, check=True, capture_output=True, timeout=120)
+    assert stream_seq(node) == total
+    assert dump(node) == dump(ref)
+
+
 def stream_seq(cfg: BuilderConfig) -> int:
     p = Path(cfg.store.path)
     if not (p / "data.mdb").exists():

@@ -547,13 +547,13 @@ class LmdbReader(ReaderRules):
     def retention_state(self) -> sf.RetentionState | None:
         """The retention agenda's last scan (`META_RETENTION`), None before the first."""
         raw = self._meta(sf.META_RETENTION)
-        return sf.retention_state_decoder.decode(raw) if raw else None
+        return _decoded(sf.retention_state_decoder, raw, "meta retention") if raw else None
 
     def erased_state(self) -> sf.ErasedState | None:
         """What the erasures past retention may have taken from a record read now
         (`META_ERASED`, `crlbuilder.lateness`), None before the first that erased anything."""
         raw = self._meta(sf.META_ERASED)
-        return sf.erased_state_decoder.decode(raw) if raw else None
+        return _decoded(sf.erased_state_decoder, raw, "meta erased-state") if raw else None
 
     def first_retention_due(self) -> int | None:
         """The earliest due instant the retention agenda lists (`DB_RETENTION`), None when it
@@ -607,14 +607,14 @@ class LmdbReader(ReaderRules):
         first; empty when none (or a read-only open of a store made before it)."""
         db = self._dbs.get(sf.DB_MOVE_INS)
         raw = None if db is None else self._txn.get(holder, db=db)
-        return sf.move_ins_decoder.decode(raw) if raw is not None else []
+        return _decoded(sf.move_ins_decoder, raw, "moveins") if raw is not None else []
 
     def taken(self, holder: bytes) -> list[sf.Taken]:
         """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`),
         earliest first; empty when none (or a read-only open of a store made before it)."""
         db = self._dbs.get(sf.DB_TAKEN)
         raw = None if db is None else self._txn.get(holder, db=db)
-        return sf.taken_decoder.decode(raw) if raw is not None else []
+        return _decoded(sf.taken_decoder, raw, "taken") if raw is not None else []
 
     def taken_kept(self) -> Iterator[tuple[bytes, list[sf.Taken]]]:
         """(holder, kept changes and lapses) of every holder in `store.format.DB_TAKEN`, in
@@ -622,7 +622,7 @@ class LmdbReader(ReaderRules):
         db = self._dbs.get(sf.DB_TAKEN)
         if db is not None:
             for holder, raw in self._txn.cursor(db=db):
-                yield bytes(holder), sf.taken_decoder.decode(raw)
+                yield bytes(holder), _decoded(sf.taken_decoder, raw, "taken")
 
     def move_ins_kept(self) -> Iterator[tuple[bytes, list[sf.MoveIn]]]:
         """(holder, kept move-ins) of every holder in `store.format.DB_MOVE_INS`, in holder
@@ -630,7 +630,7 @@ class LmdbReader(ReaderRules):
         db = self._dbs.get(sf.DB_MOVE_INS)
         if db is not None:
             for holder, raw in self._txn.cursor(db=db):
-                yield bytes(holder), sf.move_ins_decoder.decode(raw)
+                yield bytes(holder), _decoded(sf.move_ins_decoder, raw, "moveins")
 
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None
@@ -670,7 +670,7 @@ class LmdbReader(ReaderRules):
 
     def pending_notices(self) -> Iterator[tuple[bytes, sf.PendingMoveOut]]:
         for holder, raw in self._txn.cursor(db=self._dbs[sf.DB_PENDING]):
-            yield bytes(holder), sf.pending_decoder.decode(raw)
+            yield bytes(holder), _decoded(sf.pending_decoder, raw, "pending")
 
     def consent(self, holder: bytes, verifier: str) -> int | None:
         raw = self._txn.get(sf.consent_key(holder, verifier), db=self._dbs[sf.DB_CONSENTS])
@@ -719,7 +719,7 @@ class LmdbReader(ReaderRules):
 
     def crl_files(self) -> list[tuple[bytes, sf.CrlFileEntry]]:
         return [
-            (bytes(k), sf.crl_file_decoder.decode(v))
+            (bytes(k), _decoded(sf.crl_file_decoder, v, "crls"))
             for k, v in self._txn.cursor(db=self._dbs[sf.DB_CRLS])
         ]
 
@@ -735,14 +735,17 @@ class LmdbReader(ReaderRules):
             else False
         ) or cur.last()
         while found and bytes(cur.key()[:2]) == prefix:
-            yield sf.crl_file_decoder.decode(cur.value())
+            yield _decoded(sf.crl_file_decoder, cur.value(), "crls")
             found = cur.prev()
 
     def announcements(self) -> list[sf.Announcement]:
         db = self._dbs.get(sf.DB_ANNOUNCEMENTS)
         if db is None:  # a store from a builder before announcements (`OPTIONAL_DBS`)
             return []
-        out = [sf.announcement_decoder.decode(v) for _, v in self._txn.cursor(db=db)]
+        out = [
+            _decoded(sf.announcement_decoder, v, "announcements")
+            for _, v in self._txn.cursor(db=db)
+        ]
         return sorted(out, key=lambda a: (a.at, a.issuer))
 
     # --- the changes feed -------------------------------------------------------------
@@ -817,12 +820,12 @@ class LmdbReader(ReaderRules):
     def spool_at(self) -> sf.SpoolAt | None:
         """How far the follow loop committed the spool file it was applying (`META_SPOOL_AT`)."""
         raw = self._meta(sf.META_SPOOL_AT)
-        return sf.spool_at_decoder.decode(raw) if raw else None
+        return _decoded(sf.spool_at_decoder, raw, "meta spool-at") if raw else None
 
     def outbox_file(self, target: bytes) -> sf.OutboxFile | None:
         """``target``'s file after its last completed delivery, or None."""
         raw = self._meta(sf.META_OUTBOX_FILE_PREFIX + target)
-        return sf.outbox_file_decoder.decode(raw) if raw else None
+        return _decoded(sf.outbox_file_decoder, raw, "meta outbox-file") if raw else None
 
     def _range(
         self, db: bytes, issuer_index: int | None, after: bytes = b""

@@ -68,7 +68,7 @@ _PROBLEMS: Final = {
     415: "The body is not application/json.",
     431: "The header fields are over the server's header size limit (`too_large`, [server.limits] max_header_bytes), refused before they are read whole.",
     429: "The agreed quota is used up (`quota`): requests per second or per day, or provisions per day (`provisions_per_day`, 件数: one per entry answered, change delivered, record or serial list given), for which a call that would pass the bound is refused whole, nothing counted, and the problem says how many remain (`remaining`) and when the Japan day turns (`resetsAt`, 00:00 JST); or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
-    503: "The answer could not be completed; retry, after Retry-After.",
+    503: "The answer could not be completed (`unavailable`), or a value it reads from the store is damaged (`store_damaged`: the operator restores the store); nothing is counted; retry, after Retry-After.",
 }
 
 

@@ -23,6 +23,10 @@ serial, no certificate, no holder), so a problem can be logged and shown as it i
   rule, for a request target or header fields over ``[server.limits] max_header_bytes``
   (`OVER_LIMIT`).
 - 503 ``unavailable``: a follow-up the answer needs could not be carried out.
+- 503 ``store_damaged``: a value the answer reads from the store is damaged
+  (`crlbuilder.store.format.StoreCorrupt`): no answer is made from it and nothing is
+  counted; the detail names neither the key nor the value (the operator's log names the
+  database, `responder.v1.routes`). As OCSP answers ``internalError`` for it.
 
 Sans-I/O: functions from a refusal to a `Problem` and to its `responder.http.Response`.
 """
@@ -50,6 +54,7 @@ NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 UNAVAILABLE: Final = "unavailable"
+STORE_DAMAGED: Final = "store_damaged"
 TOO_LARGE: Final = "too_large"
 
 _encoder: Final = msgspec.json.Encoder()

@@ -76,6 +76,7 @@ from typing import Any, Final, NamedTuple, Protocol
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.store.format import StoreCorrupt
 from crlbuilder.store.reader import ReadSource
 from responder import access, memberbound, policy
 from responder.config import ResponderConfig
@@ -139,6 +140,12 @@ _log: Final = logging.getLogger("responder.v1.routes")
 _EFFECT_FAILED: Final = problem.make(
     503, problem.UNAVAILABLE, "the answer could not be completed; retry"
 )
+_STORE_DAMAGED: Final = problem.make(
+    503,
+    problem.STORE_DAMAGED,
+    "the store this answer is read from is damaged; the operator restores it; retry later",
+)
+"""A value the handler read is damaged (`StoreCorrupt`): no answer, nothing counted."""
 _FAIR_SHARE_DETAIL: Final = (
     "this party's share of the worker's batch thread is taken by its earlier calls; retry"
 )
@@ -333,7 +340,13 @@ class V1Api:
         effect run: everything but the counting, so it may run in the batch thread."""
         with self.store.read() as reader:
             ctx = Context(party, reader, now, self._envs[route.path], decide, left)
-            got = route.handler(decoded, ctx)
+            try:
+                got = route.handler(decoded, ctx)
+            except StoreCorrupt as e:  # never an answer; the message names the database only
+                _log.error(
+                    "store_corrupt", extra={"fields": {"route": route.path, "error": str(e)}}
+                )
+                return Done(_STORE_DAMAGED)
             if isinstance(got, Problem):
                 later = route.retry_after
                 env = self._envs[route.path]
