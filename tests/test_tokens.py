@@ -237,16 +237,21 @@ def test_a_token_never_outlives_an_end_already_set(world: World, how: str) -> No
     assert st is not None and st.not_after == int(ends.timestamp()) - 1
 
 
+@pytest.mark.parametrize("ends", [1000, 500], ids=["at-its-end", "within-it"])
 def test_an_approval_ending_within_the_second_of_the_request_issues_nothing(
-    world: World,
+    world: World, ends: int
 ) -> None:
-    """Revoked half a second after the request's (whole) second: no whole second of validity
-    is left; the request is dropped naming the approval, not the token issuer."""
-    world.write_registry(party(revoked=T0 + timedelta(milliseconds=500)))
+    """Revoked at the end of the request's (whole) second, or half-way through it: the token
+    could be valid for that second only (notBefore == notAfter), and signed at a build after
+    the request. The responder refuses such a request (403, `responder.v1.token`); one queued
+    before the end was set is dropped here, naming the approval, not the token issuer: no
+    token record has notAfter == notBefore (`crlbuilder.ingest.check_record` refuses one)."""
+    world.write_registry(party(revoked=T0 + timedelta(milliseconds=ends)))
     rid, _ = world.queue()
     report = world.build(T0)
     [dropped] = report["tokens_dropped"]
-    assert dropped["request"] == rid and "approval" in dropped["reason"], dropped
+    assert dropped["request"] == rid, dropped
+    assert "approval (認可) ends before the token could start" in dropped["reason"]
     assert world.status(rid) is None and not issued_path(world.issued, rid).exists()
 
 

@@ -649,6 +649,41 @@ def test_approval_not_in_force_is_refused_act_38_2(
     assert desk.queued == {} and api.ledger.counted == []
 
 
+@pytest.mark.parametrize(
+    ("ends", "status", "article"),
+    [
+        ({"revoked": 1.0}, 403, "Act §38-2(6)"),  # at the end of the request's second
+        ({"revoked": 0.5}, 403, "Act §38-2(6)"),  # within it
+        ({"ended": 1.0}, 403, "Act §36(2)"),  # the party's provision end, set ahead
+        ({"revoked": 2.0}, 202, ""),  # one more second: a token of two seconds
+    ],
+    ids=["revoked-at-its-end", "revoked-within-it", "provision-end", "a-second-later"],
+)
+def test_an_approval_ending_in_the_request_s_second_is_refused_not_queued(
+    ca: Ca, ends: dict[str, float], status: int, article: str
+) -> None:
+    """A token's notBefore is the request's second; an approval that stops being in force at
+    that second's end (or within it) leaves notAfter == notBefore. The request was queued
+    (202) and the builder dropped it (``not_after <= not_before``) without a word to the
+    party; it is refused 403 ``ended`` citing the article, nothing queued or counted."""
+    desk = MemoryDesk(ca)
+    ((what, after),) = ends.items()
+    at = datetime.fromtimestamp(NOW + after, UTC)
+    if what == "revoked":
+        table = spec_table(revoked=at)
+    else:
+        table = spec_table() | {"ended": {"at": at, "reason": "届出の廃止"}}
+    api = Api(table, desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == status, body
+    if status == 403:
+        assert body["rule"] == "ended" and body["article"] == article, body
+        assert "end of this second" in body["detail"]
+        assert desk.queued == {} and api.ledger.counted == []
+    else:
+        assert len(desk.queued) == 1
+
+
 def test_approval_ending_later_is_a_new_request(ca: Ca) -> None:
     """The id rests on the approval: renewed or changed, the party asks anew."""
     key = ec.generate_private_key(ec.SECP256R1())
