@@ -860,6 +860,41 @@ def test_a_request_copied_from_another_party_is_refused_the_right_one_accepted(
     assert _queued_files(requests) == [] and api.ledger.counted == counted
 
 
+@pytest.mark.parametrize(
+    ("uri", "status"),
+    [
+        ("URN:JPKI-VA:party:spec", 202),
+        ("urn:Jpki-Va:party:spec", 202),
+        ("Urn:jpki-va:party:spec", 202),
+        ("urn:jpki-va:party:SPEC", 400),  # the party id is exact: another id
+        ("urn:jpki-va:PARTY:spec", 400),  # so is the rest of the NSS
+        ("urn:jpki-va:party:spec ", 400),
+    ],
+)
+def test_the_party_urn_s_scheme_and_nid_are_read_in_any_case(ca: Ca, uri: str, status: int) -> None:
+    """RFC 8141 §3.1: the ``urn`` scheme and the NID (``jpki-va``) are case-insensitive, the
+    NSS (``party:<id>``) is not: a CSR naming ``URN:JPKI-VA:party:spec`` names the party
+    ``spec`` (it was refused as naming no party); ``party:SPEC`` names another id, refused."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spec")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    resp, body = api.post({"csr": pem(csr)})
+    assert resp.status == status, body
+    if status == 202:
+        assert list(desk.queued) == [body["request"]]
+        assert body["request"] == api.post({"csr": pem(csr_of(key))})[1]["request"]
+    else:
+        assert body["field"] == "$.csr" and desk.queued == {}, body
+
+
 def test_a_token_issued_before_the_binding_is_still_handed_out_for_its_csr(ca: Ca) -> None:
     """Migration: a token the builder issued from a CSR naming no party (before requests were
     bound) is handed out for that CSR, as before (the party collects what was issued); a new
