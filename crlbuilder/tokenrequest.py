@@ -106,6 +106,10 @@ class CheckedCsr(msgspec.Struct, frozen=True):
 PARTY_URI_PREFIX: Final = "urn:jpki-va:party:"
 """The subjectAltName URI naming a party, in a token and in the CSR it is issued from."""
 
+_URN_NID: Final = "urn:jpki-va:"
+"""The URN scheme and its NID, case-insensitive (RFC 8141 §3.1); ``party:<id>`` (the NSS)
+is compared exactly."""
+
 
 def party_uri(party: str) -> str:
     """``urn:jpki-va:party:<id>``: the URI naming ``party`` (`PARTY_URI_PREFIX`)."""
@@ -115,13 +119,23 @@ def party_uri(party: str) -> str:
 def csr_parties(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
     """The party ids a CSR names: its requested subjectAltName's URIs that begin with
     `PARTY_URI_PREFIX`, in order. Raises ValueError when its requested extensions cannot be
-    read (malformed, or one of them twice)."""
+    read (malformed, or one of them twice).
+
+    RFC 8141 §3.1: the ``urn`` scheme and the NID ``jpki-va`` are read in any case
+    (``URN:JPKI-VA:party:<id>`` names ``<id>``); the NSS, ``party:<id>``, is compared
+    exactly, so a party id differing only in case is another id."""
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return ()
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    return tuple(u[len(PARTY_URI_PREFIX) :] for u in uris if u.startswith(PARTY_URI_PREFIX))
+    nss = PARTY_URI_PREFIX[len(_URN_NID) :]
+    return tuple(
+        u[len(PARTY_URI_PREFIX) :]
+        for u in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if u.isascii()  # IA5String; and no non-ASCII letter lower-cases into the NID
+        and u[: len(_URN_NID)].lower() == _URN_NID
+        and u[len(_URN_NID) :].startswith(nss)
+    )
 
 
 def binding_refusal(parties: tuple[str, ...], party: str) -> str | None:

@@ -983,3 +983,44 @@ def test_a_suspension_article_is_written_one_way_only(article: str) -> None:
     t["suspension"] = [{"article": article, "since": datetime(2025, 1, 1, tzinfo=JST),
                         "reason": "r"}]  # fmt: skip
     assert "suspension[0].article" in refused(text(t))
+
+
+@pytest.mark.parametrize("content", ["", " \n\t\n"], ids=["empty", "blank"])
+def test_an_empty_registry_file_is_refused_and_the_last_good_one_kept(
+    tmp_path: Path, content: str
+) -> None:
+    """A file of nothing but white space (truncated, or created and not yet written: no tool
+    writes one without its version) was read as a registry of no party, and every call was
+    refused 401 until it was fixed. It is refused as the builder refuses it
+    (`crlbuilder.verifiers`): at a load, naming the file; on a reload, once, keeping the last
+    good registry, whether truncated in place or replaced whole; taken again once written.
+    A registry that says it names no party (``version = 2``) still loads."""
+    f = tmp_path / "registry.toml"
+    f.write_text(content)
+    with pytest.raises(RegistryError, match=f"^{f}: empty: not a registry"):
+        Registry.load(f)
+    f.write_text("version = 2\n")
+    assert Registry.load(f).parties == {}
+    f.write_text(text(verifier("v")))
+    keeper = LastGoodRegistry(f, Registry.load(f))
+    f.write_text(content)  # truncated in place: taken, and refused, once settled
+    keeper.refresh(now=0.0)
+    keeper.refresh(now=SETTLE)
+    assert keeper.error is not None and f"{f}: empty" in keeper.error
+    assert set(keeper.registry.parties) == {"v"}
+    reg, error = keeper.for_worker(now=1.0)
+    assert set(reg.parties) == {"v"} and error == keeper.error
+    whole = tmp_path / "next.toml"
+    whole.write_text(text(verifier("w")))
+    os.replace(whole, f)
+    keeper.refresh(now=2.0)
+    assert keeper.error is None and set(keeper.registry.parties) == {"w"}
+    whole.write_text(content)
+    os.replace(whole, f)  # replaced whole by an empty file: refused at once
+    keeper.refresh(now=3.0)
+    assert keeper.error is not None and "empty" in keeper.error
+    assert set(keeper.registry.parties) == {"w"}
+    f.write_text(text(verifier("x")))  # written at last
+    keeper.refresh(now=4.0)
+    keeper.refresh(now=4.0 + SETTLE)
+    assert keeper.error is None and set(keeper.registry.parties) == {"x"}

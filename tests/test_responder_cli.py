@@ -119,3 +119,22 @@ def test_a_certificate_that_is_no_delegated_ocsp_signer_of_its_issuer_is_refused
         assert err.startswith(f"responder serve: error: {cert}: sign-card-g2's OCSP signer: ")
         assert said in err, err
     assert len(load_issuers(load_manifest(pki))) == len(manifest.all_issuers())  # the demo's
+
+
+def test_a_start_with_an_empty_registry_file_is_a_configuration_error(
+    demo_pki: tuple[Path, Manifest],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty registry file (truncated, not yet written) started a responder that refused
+    every call 401; it is refused at start as the builder refuses it, one line, exit 2."""
+    pki, _ = demo_pki
+    registry = tmp_path / "registry.toml"
+    registry.write_text("\n")
+    monkeypatch.setenv("JPKI_VA_REGISTRY", str(registry))
+    monkeypatch.setenv("JPKI_VA_STORE", str(tmp_path / "store"))  # none: never served
+    rc = main(["serve", "--pki", str(pki), "--no-metrics"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"responder serve: error: {registry}: empty: not a registry"), err

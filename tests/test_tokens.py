@@ -122,14 +122,21 @@ class World:
         self.registry.write_text(toml_dumps({"version": 2, "party": list(parties)}))
 
     def queue(
-        self, pid: str = "spec", until: date | None = None, at: datetime = T0
+        self,
+        pid: str = "spec",
+        until: date | None = None,
+        at: datetime = T0,
+        uri: str | None = None,
     ) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        """A request of ``pid`` queued, its CSR naming ``uri`` (default: `party_uri` of it)."""
         key = ec.generate_private_key(ec.SECP256R1())
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ignored")]))
             .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(party_uri(pid))]),
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(uri or party_uri(pid))]
+                ),
                 critical=False,
             )
             .sign(key, hashes.SHA256())
@@ -237,16 +244,21 @@ def test_a_token_never_outlives_an_end_already_set(world: World, how: str) -> No
     assert st is not None and st.not_after == int(ends.timestamp()) - 1
 
 
+@pytest.mark.parametrize("ends", [1000, 500], ids=["at-its-end", "within-it"])
 def test_an_approval_ending_within_the_second_of_the_request_issues_nothing(
-    world: World,
+    world: World, ends: int
 ) -> None:
-    """Revoked half a second after the request's (whole) second: no whole second of validity
-    is left; the request is dropped naming the approval, not the token issuer."""
-    world.write_registry(party(revoked=T0 + timedelta(milliseconds=500)))
+    """Revoked at the end of the request's (whole) second, or half-way through it: the token
+    could be valid for that second only (notBefore == notAfter), and signed at a build after
+    the request. The responder refuses such a request (403, `responder.v1.token`); one queued
+    before the end was set is dropped here, naming the approval, not the token issuer: no
+    token record has notAfter == notBefore (`crlbuilder.ingest.check_record` refuses one)."""
+    world.write_registry(party(revoked=T0 + timedelta(milliseconds=ends)))
     rid, _ = world.queue()
     report = world.build(T0)
     [dropped] = report["tokens_dropped"]
-    assert dropped["request"] == rid and "approval" in dropped["reason"], dropped
+    assert dropped["request"] == rid, dropped
+    assert "approval (認可) ends before the token could start" in dropped["reason"]
     assert world.status(rid) is None and not issued_path(world.issued, rid).exists()
 
 
@@ -781,3 +793,18 @@ def test_an_empty_registry_file_revokes_no_token(world: World, text: str) -> Non
     assert "empty" in world.log.getvalue()
     world.write_registry()  # the party gone: its token revoked (Act §38-2(4))
     assert world.build(T0 + timedelta(minutes=3))["tokens_revoked"] == 1
+
+
+def test_a_request_naming_its_party_urn_in_upper_case_is_issued_in_the_canonical_form(
+    world: World,
+) -> None:
+    """RFC 8141 §3.1: ``URN:JPKI-VA:party:spec`` names the party ``spec`` (scheme and NID in
+    any case): the builder issues it (it dropped it as naming no party), and the token names
+    the party as every token does, ``urn:jpki-va:party:spec``. ``party:SPEC`` is another id."""
+    rid, _ = world.queue(uri="URN:JPKI-VA:party:spec")
+    other, _ = world.queue(uri="urn:jpki-va:party:SPEC")
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 1, report
+    assert [d["request"] for d in report["tokens_dropped"]] == [other]
+    san = world.token(rid).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [party_uri("spec")]

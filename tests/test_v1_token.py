@@ -649,6 +649,41 @@ def test_approval_not_in_force_is_refused_act_38_2(
     assert desk.queued == {} and api.ledger.counted == []
 
 
+@pytest.mark.parametrize(
+    ("ends", "status", "article"),
+    [
+        ({"revoked": 1.0}, 403, "Act §38-2(6)"),  # at the end of the request's second
+        ({"revoked": 0.5}, 403, "Act §38-2(6)"),  # within it
+        ({"ended": 1.0}, 403, "Act §36(2)"),  # the party's provision end, set ahead
+        ({"revoked": 2.0}, 202, ""),  # one more second: a token of two seconds
+    ],
+    ids=["revoked-at-its-end", "revoked-within-it", "provision-end", "a-second-later"],
+)
+def test_an_approval_ending_in_the_request_s_second_is_refused_not_queued(
+    ca: Ca, ends: dict[str, float], status: int, article: str
+) -> None:
+    """A token's notBefore is the request's second; an approval that stops being in force at
+    that second's end (or within it) leaves notAfter == notBefore. The request was queued
+    (202) and the builder dropped it (``not_after <= not_before``) without a word to the
+    party; it is refused 403 ``ended`` citing the article, nothing queued or counted."""
+    desk = MemoryDesk(ca)
+    ((what, after),) = ends.items()
+    at = datetime.fromtimestamp(NOW + after, UTC)
+    if what == "revoked":
+        table = spec_table(revoked=at)
+    else:
+        table = spec_table() | {"ended": {"at": at, "reason": "届出の廃止"}}
+    api = Api(table, desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == status, body
+    if status == 403:
+        assert body["rule"] == "ended" and body["article"] == article, body
+        assert "end of this second" in body["detail"]
+        assert desk.queued == {} and api.ledger.counted == []
+    else:
+        assert len(desk.queued) == 1
+
+
 def test_approval_ending_later_is_a_new_request(ca: Ca) -> None:
     """The id rests on the approval: renewed or changed, the party asks anew."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -823,6 +858,41 @@ def test_a_request_copied_from_another_party_is_refused_the_right_one_accepted(
     assert resp.status == 400 and body["field"] == "$.csr", body
     assert "names another party" in body["detail"]
     assert _queued_files(requests) == [] and api.ledger.counted == counted
+
+
+@pytest.mark.parametrize(
+    ("uri", "status"),
+    [
+        ("URN:JPKI-VA:party:spec", 202),
+        ("urn:Jpki-Va:party:spec", 202),
+        ("Urn:jpki-va:party:spec", 202),
+        ("urn:jpki-va:party:SPEC", 400),  # the party id is exact: another id
+        ("urn:jpki-va:PARTY:spec", 400),  # so is the rest of the NSS
+        ("urn:jpki-va:party:spec ", 400),
+    ],
+)
+def test_the_party_urn_s_scheme_and_nid_are_read_in_any_case(ca: Ca, uri: str, status: int) -> None:
+    """RFC 8141 §3.1: the ``urn`` scheme and the NID (``jpki-va``) are case-insensitive, the
+    NSS (``party:<id>``) is not: a CSR naming ``URN:JPKI-VA:party:spec`` names the party
+    ``spec`` (it was refused as naming no party); ``party:SPEC`` names another id, refused."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spec")]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    resp, body = api.post({"csr": pem(csr)})
+    assert resp.status == status, body
+    if status == 202:
+        assert list(desk.queued) == [body["request"]]
+        assert body["request"] == api.post({"csr": pem(csr_of(key))})[1]["request"]
+    else:
+        assert body["field"] == "$.csr" and desk.queued == {}, body
 
 
 def test_a_token_issued_before_the_binding_is_still_handed_out_for_its_csr(ca: Ca) -> None:

@@ -105,7 +105,13 @@ class Registry:
         Opened without blocking and refused unless a regular file: the master and every worker
         look at the file each second (`reload_if_changed`), and a path replaced by a named
         pipe (a symbolic link to one) held them in ``open`` for ever, every request with
-        them; one to a device (/dev/zero) was read without end."""
+        them; one to a device (/dev/zero) was read without end.
+
+        A file of nothing but white space (truncated, or created and not yet written; no tool
+        writes one without its version) is refused too, as the builder refuses it
+        (`crlbuilder.verifiers`): read as a registry of no party it refused every call 401
+        until fixed. So a reload keeps the last good registry and a start with one is a
+        configuration error; ``version = 2`` alone is a registry that names no party."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
             with open(fd, encoding="utf-8") as fh:  # as Path.read_text reads (newlines too)
@@ -118,6 +124,11 @@ class Registry:
             raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
         except UnicodeDecodeError:
             raise RegistryError(f"{path}: not UTF-8 text") from None
+        if not text.strip():  # read as "no party", every call would be refused 401
+            raise RegistryError(
+                f"{path}: empty: not a registry (truncated, or not yet written); no tool "
+                "writes one without at least its version"
+            )
         reg = cls.build(
             parse_registry(text, source=str(path)), base=path.parent, source=str(path), now=now
         )

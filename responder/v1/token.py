@@ -33,7 +33,9 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    URI ``urn:jpki-va:party:<id>`` (`crlbuilder.tokenrequest.binding_refusal`; 400 naming
    ``$.csr`` otherwise, nothing queued): a CSR is no secret, and a party holding another's
    got a token naming itself with the other's key. A token issued before this check (from a
-   CSR naming no party) is still handed out for that CSR; then 202 ``pending`` with
+   CSR naming no party) is still handed out for that CSR. An approval that stops being in
+   force at the end of the request's second (or within it) is refused 403 ``ended``
+   (`last_second_refusal`: the token would be valid for that second only); then 202 ``pending`` with
    ``retryAfterSeconds``, the request queued for the builder
    (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted), unless the
    party would then hold more than ``[token] max_per_party`` tokens in force or queued: 409
@@ -354,6 +356,34 @@ def approval_refusal(ctx: Context) -> Problem | None:
     return None
 
 
+def last_second_refusal(ctx: Context) -> Problem | None:
+    """403 ``ended`` when the approval (認可) stops being in force within the request's own
+    second or at its end: revoked then (Act §38-2(6)), its period's end (§38-2(1): a request
+    at 23:59:59 JST of its last day), or the party's provision end (§36(2)). The token would
+    start and end in that second (notBefore == notAfter, `crlbuilder.tokens.token_validity`):
+    valid for it alone under the inclusive convention (`crlbuilder.validity`), but signed at
+    a build after it, and a token record with notAfter == notBefore is refused on the stream
+    (`crlbuilder.ingest.check_record`). Refused here, saying why, rather than queued and
+    dropped by the builder without a word to the party."""
+    approval = ctx.party.approval
+    assert approval is not None  # `approval_refusal` first
+    ends = min(approval.end, ctx.party.end)
+    if ends > math.floor(ctx.now) + 1:
+        return None
+    if ends == approval.revoked:
+        article = "Act §38-2(6)"
+    elif ends == approval.until:
+        article = "Act §38-2(1)"
+    else:
+        article = ctx.party.end_article or "Act §36(2)"
+    return problem.make(
+        403, policy.Rule.ENDED.value,
+        "the approval (認可) stops being in force at the end of this second: no token can be "
+        "issued under it",
+        article=article,
+    )  # fmt: skip
+
+
 def limit_refusal(ctx: Context, desk: TokenDesk, rid: str) -> Problem | None:
     """409 ``token_limit`` when a new request ``rid`` would give its party more tokens than
     ``[token] max_per_party``: those in force (good, unexpired: the store's links of the
@@ -471,6 +501,9 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
     unbound = binding_refusal(csr.parties, ctx.party.id)
     if unbound is not None:  # after the hand-out: a token issued before the binding still is
         return problem.bad_input("$.csr", unbound)
+    last_second = last_second_refusal(ctx)
+    if last_second is not None:
+        return last_second
     expired = _issuer_expired(issuer_pem, ctx.now)
     if expired is not None:
         return expired
