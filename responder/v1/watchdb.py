@@ -317,6 +317,21 @@ class LmdbWatchSet:
             raise broken
         self._stream = stream_id
 
+    def _next_in_line(self, txn: lmdb.Transaction, seq: int) -> bool:
+        """Whether operation ``seq`` is the next one for these lists, read in the write
+        transaction that takes it: False when it was taken already (another worker applied or
+        passed it over first); `Behind` while another worker loads a snapshot, `Gone` for a
+        gap."""
+        raw = txn.get(_META_APPLIED, db=self._meta)
+        applied = int.from_bytes(raw, "big") if raw is not None else 0
+        if txn.get(_META_LOADING, db=self._meta) is not None:
+            raise Behind(0, seq)  # another worker is loading a snapshot
+        if seq <= applied:
+            return False
+        if seq != applied + 1:
+            raise Gone(f"watch operation {seq} after {applied}: a gap")
+        return True
+
     def _signed_from(self, txn: lmdb.Transaction) -> int:
         raw = txn.get(_META_SIGNED_FROM, db=self._meta)
         return int.from_bytes(raw, "big") if raw is not None else 0
@@ -328,14 +343,8 @@ class LmdbWatchSet:
         operation meanwhile)."""
         try:
             with self._env.begin(write=True) as txn:
-                raw = txn.get(_META_APPLIED, db=self._meta)
-                applied = int.from_bytes(raw, "big") if raw is not None else 0
-                if txn.get(_META_LOADING, db=self._meta) is not None:
-                    raise Behind(0, seq)  # another worker is loading a snapshot
-                if seq <= applied:
+                if not self._next_in_line(txn, seq):
                     return True  # another worker applied it first
-                if seq != applied + 1:
-                    raise Gone(f"watch operation {seq} after {applied}: a gap")
                 signed_from = self._signed_from(txn)
                 if unsigned_allowed(op, signed_from):
                     return False
@@ -350,14 +359,8 @@ class LmdbWatchSet:
         reason = why
         try:
             with self._env.begin(write=True) as txn:
-                raw = txn.get(_META_APPLIED, db=self._meta)
-                applied = int.from_bytes(raw, "big") if raw is not None else 0
-                if txn.get(_META_LOADING, db=self._meta) is not None:
-                    raise Behind(0, seq)  # another worker is loading a snapshot
-                if seq <= applied:
+                if not self._next_in_line(txn, seq):
                     return
-                if seq != applied + 1:
-                    raise Gone(f"watch operation {seq} after {applied}: a gap")
                 if reason is None:
                     reason = passed_over(check, mine, self._signed_from(txn))
                 if reason is not None:
@@ -396,14 +399,8 @@ class LmdbWatchSet:
         count_key = _META_COUNT + op.tag
         try:
             with self._env.begin(write=True) as txn:
-                raw = txn.get(_META_APPLIED, db=self._meta)
-                applied = int.from_bytes(raw, "big") if raw is not None else 0
-                if txn.get(_META_LOADING, db=self._meta) is not None:
-                    raise Behind(0, seq)  # another worker is loading a snapshot
-                if seq <= applied:
+                if not self._next_in_line(txn, seq):
                     return  # another worker applied it first
-                if seq != applied + 1:
-                    raise Gone(f"watch operation {seq} after {applied}: a gap")
                 raw = txn.get(count_key, db=self._meta)
                 before = int.from_bytes(raw, "big") if raw is not None else 0
                 tag = op.tag
