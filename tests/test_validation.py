@@ -408,6 +408,21 @@ def test_signed_while_valid_then_expired_is_expired_after_signing_not_ok(
     assert r.status_at_signing is not None and "not lost effect" in r.status_at_signing.detail
 
 
+def test_within_the_not_after_second_the_certificate_has_not_expired_since(jpki: Jpki) -> None:
+    """notAfter is inclusive (`crlbuilder.validity`): a call made within its very second finds
+    the certificate still in its validity period, ``ok`` (the result compared the instant with
+    notAfter itself and answered ``expired-after-signing`` while ``validity`` said it had not
+    expired); one second past it, ``expired-after-signing``."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=60), days=30)
+    end = cert.not_valid_after_utc
+    item = item_of("cms", cert, signing_time=NOW - timedelta(days=45))
+    r = run(jpki, item, now=end + timedelta(milliseconds=500))
+    assert r.result is ResultCode.OK, r
+    assert r.validity is not None and "expired since" not in r.validity.detail
+    later = run(jpki, item, now=end + timedelta(seconds=1))
+    assert later.result is ResultCode.EXPIRED_AFTER_SIGNING, later
+
+
 def test_ca_not_valid_at_the_signing_instant(jpki: Jpki) -> None:
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     ca_start = jpki.cas[Family.SIGN_CARD].cert.not_valid_before_utc

@@ -305,7 +305,7 @@ def _result(a: Assessment, signed: Signed) -> ItemResult:
             else ResultCode.EXPIRED,
             validity.detail,
         )
-    elif now > cert.not_valid_after_utc:  # valid at a claimed signingTime, expired now
+    elif expired_at(cert.not_valid_after_utc, now):  # valid at a claimed signingTime, expired now
         fail(
             ResultCode.EXPIRED_AFTER_SIGNING,
             "signed, by the signingTime claimed, within the validity period, which has ended"
