@@ -16,6 +16,7 @@ checked against the description's size and SHA-256 digest.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from collections.abc import Callable
 
@@ -51,7 +52,7 @@ async def read_object(
     info = await obs.get_info(name)
     if not info.nuid or info.is_link():
         raise ObjectReadError(f"{bucket}/{name}: not an object of its own (a link, or no id)")
-    digest = (info.digest or "").removeprefix(_DIGEST).removeprefix(_DIGEST.lower())
+    digest = _expected_digest(bucket, name, info.digest)
     data = bytearray()
     h = hashlib.sha256()
     size = 0
@@ -77,6 +78,18 @@ async def read_object(
                     break
         finally:
             await sub.unsubscribe()
-    if size != (info.size or 0) or base64.urlsafe_b64decode(digest) != h.digest():
+    if size != (info.size or 0) or digest != h.digest():
         raise ObjectReadError(f"{bucket}/{name}: bytes differ from the object's description")
     return info, bytes(data)
+
+
+def _expected_digest(bucket: str, name: str, described: str | None) -> bytes:
+    """The SHA-256 the description names (``SHA-256=`` and base64url), read before any chunk:
+    one that is not base64 is `ObjectReadError` (it escaped as ``binascii.Error``)."""
+    text = (described or "").removeprefix(_DIGEST).removeprefix(_DIGEST.lower())
+    try:
+        return base64.urlsafe_b64decode(text)
+    except (binascii.Error, ValueError):
+        raise ObjectReadError(
+            f"{bucket}/{name}: the object's description names no SHA-256 digest"
+        ) from None

@@ -115,6 +115,17 @@ def test_bytes_unlike_the_description_are_refused() -> None:
         _read(short, _Sub([b"abcd"]))
 
 
+def test_a_description_whose_digest_is_not_base64_is_refused_before_any_chunk() -> None:
+    """A malformed digest in the description raised ``binascii.Error`` after the whole
+    download, past every caller's ``except ObjectReadError``."""
+    info = _described([b"ab"])
+    info.digest = "SHA-256=!!!not base64"
+    sub = _Sub([b"ab"])
+    with pytest.raises(ObjectReadError, match="names no SHA-256 digest"):
+        _read(info, sub)
+    assert sub.waits == []
+
+
 def test_a_link_is_not_followed() -> None:
     info = _described([b"ab"], options=ObjectMetaOptions(link=ObjectLink(bucket="O", name="y")))
     sub = _Sub([b"ab"])
