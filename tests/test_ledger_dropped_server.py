@@ -146,9 +146,15 @@ def test_act_40_v1_and_crl_answers_dropped_behind_a_slow_one_are_not_counted(
             _reset_after(s, slow + _status(s, _entries(built, 2)) + _crl(s))
         # what the drops took is given back: the bound is the party's whole, and every
         # answer written counts once, one at a time or pipelined on a connection that stays
-        assert _answers(s, _status(s, _entries(built, 3)), 1) == [200]
-        assert _answers(s, _status(s, _entries(built, 2)) + _crl(s) + _crl(s), 3) == [200] * 3
-        assert _answers(s, _status(s, _entries(built, 3)), 1) == [200]
-        assert _answers(s, _status(s, _entries(built, 1)) + _crl(s), 2) == [429, 429]
+        got = [
+            _answers(s, _status(s, _entries(built, 3)), 1),
+            _answers(s, _status(s, _entries(built, 2)) + _crl(s) + _crl(s), 3),
+            _answers(s, _status(s, _entries(built, 3)), 1),
+            _answers(s, _status(s, _entries(built, 1)) + _crl(s), 2),
+        ]
     totals = _totals(d / "ledger")
+    # the ledger's totals shown with a wrong status too: they tell an answer behind a reset
+    # that was written and counted (json 11, crl-file 3: the reset came late) from a
+    # provision taken and not given back (the totals as expected)
+    assert got == [[200], [200] * 3, [200], [429, 429]], (got, totals)
     assert totals == {"json": 8, "crl-file": 2}, totals
