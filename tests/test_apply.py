@@ -382,6 +382,29 @@ def test_store_of_other_format_version_refused(tmp_path: Path) -> None:
         Store.open(tmp_path / "empty", readonly=True)
 
 
+def test_a_format_check_on_an_open_store_leaves_it_open(tmp_path: Path) -> None:
+    """The responder's readiness check asks an open store for its format (`/readyz`): a
+    version changed under it is refused there, and the store stays open, its other readers
+    unharmed. Before, the check closed the environment: every later request of that worker
+    failed on a closed environment (a 500) until it was restarted. A refused open still
+    closes what it opened, the writer's lock with it: a second writer's open is refused for
+    the version too, not for a writer that is no more."""
+    s = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    try:
+        with s.env.begin(write=True) as txn:
+            txn.put(sf.META_FORMAT, sf.pack_u32(99), db=s.dbs[sf.DB_META])
+        with pytest.raises(sf.StoreFormatError, match="format version 99"):
+            s.check_format()
+        with s.env.begin() as txn:  # still open
+            assert txn.get(sf.META_FORMAT, db=s.dbs[sf.DB_META]) == sf.pack_u32(99)
+    finally:
+        s.close()
+    with pytest.raises(sf.StoreFormatError, match="format version 99"):
+        Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    with pytest.raises(sf.StoreFormatError, match="format version 99"):  # not "another process"
+        Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+
+
 _KILLED_CHILD = """
 import os, signal, sys
 from pathlib import Path

@@ -213,15 +213,22 @@ class Store:
             env=env, dbs=dbs, path=p, readonly=readonly, writer_lock=writer_lock or [],
             identity=(mapped.st_dev, mapped.st_ino),
         )  # fmt: skip
-        store.check_format()
+        try:
+            store.check_format()
+        except sf.StoreFormatError:  # refused: the environment closed (`open` lets go of
+            env.close()  # the writer's lock)
+            raise
         return store
 
     def check_format(self) -> None:
+        """`StoreFormatError` unless the store's format version is the one this code reads.
+        The store stays open either way: a responder's readiness check (`/readyz`) on a
+        store whose mapped file was changed under it says so, and goes on answering its
+        other routes as before (the opening refuses and closes, `open`)."""
         with self.env.begin() as txn:
             raw = txn.get(sf.META_FORMAT, db=self.dbs[sf.DB_META])
         version = sf.unpack_u32(raw) if raw is not None and len(raw) == 4 else None
         if version != sf.FORMAT_VERSION:
-            self.env.close()
             raise sf.StoreFormatError(
                 f"{self.path}: store format version {version}, this jpki-va reads "
                 f"version {sf.FORMAT_VERSION}: rebuild the store with a matching crlbuilder"
