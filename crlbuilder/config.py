@@ -206,7 +206,9 @@ class CrlSection(_Section):
     directory: str = "var/crl"
     """Where produced CRL files are kept."""
     cycle_seconds: Period = 86_400
-    """nextUpdate - thisUpdate of full CRLs (the cycle, 周期)."""
+    """nextUpdate - thisUpdate of full CRLs: how often they are made (定期的に作成, Act §16,
+    §16-15, §35, §35-15); not a party's agreed cycle (提供の周期, Ord §31(2), the registry's
+    ``crl_cycle_seconds``)."""
     delta: bool = True
     """Produce delta CRLs between full ones (freshestCRL points at them)."""
     delta_cycle_seconds: Period = 3_600
@@ -336,7 +338,7 @@ HELP: Final[dict[str, str]] = {
     "so that records keep being applied; 0: no bound",
     "crl": "produce CRLs (失効情報ファイル) after each build",
     "crl-dir": "where CRL files are written (and archived under archive/)",
-    "crl-cycle-seconds": "nextUpdate - thisUpdate of full CRLs (the cycle, 周期), seconds",
+    "crl-cycle-seconds": "nextUpdate - thisUpdate of full CRLs (made periodically, 定期的に作成, Act §16), seconds",
     "delta-crl": "produce delta CRLs between full ones",
     "delta-cycle-seconds": "nextUpdate - thisUpdate of delta CRLs, seconds",
     "full-every-seconds": "a new full CRL when the last one is older than this, seconds",

@@ -3,8 +3,9 @@
 Ord §72(1) says what the report holds, for every kind of provision
 (署名用電子証明書失効情報等, 対応証明書の発行の番号, 利用者証明用電子証明書失効情報等):
 the recipient (提供先), the year-month of provision (提供を行った年月), how many
-(件数) and by which method (提供の方法). Ord §72(2) has it kept at the 機構's
-office and on the Internet for five years. This module owns turning a
+(件数) and by which method (提供の方法). Ord §72(2) has it published two ways: kept at
+the 機構's office on view to anyone for five years (item 1), and by Internet or other means
+(item 2; no period set: ``/reports/`` serves every year the ledger holds). This module owns turning a
 `responder.ledger.Ledger` into a `Report` (`build_report`) and the three
 renderings: `to_json`, `to_csv` and `to_html` (a self-contained page: Japanese
 headings with English, a chart of monthly volumes per kind as inline SVG, no

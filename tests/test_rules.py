@@ -299,6 +299,25 @@ def test_act_11_request_reasons() -> None:
     assert rules.request_revocation(RequestReason.UNDELIVERED)[1] is Reason.UNSPECIFIED
 
 
+def test_every_request_reason_has_its_j_lis_reason_code() -> None:
+    """DOMAIN §3's mapping of J-LIS's published practice, for every 申請 / 届出 the record
+    names: a damaged card and a card that lost effect (番号利用法 §17(6), taken as a report
+    that the medium is unusable, Ord §17, §53) are no longer used (cessationOfOperation); the
+    category stays 失効申請等情報 (Act §11, §16-10, §30, §35-10) beside the code."""
+    expected = {
+        RequestReason.APPLICATION: Reason.CESSATION_OF_OPERATION,
+        RequestReason.RENEWAL: Reason.SUPERSEDED,
+        RequestReason.KEY_COMPROMISE: Reason.KEY_COMPROMISE,
+        RequestReason.LOSS: Reason.KEY_COMPROMISE,
+        RequestReason.DAMAGE: Reason.CESSATION_OF_OPERATION,
+        RequestReason.UNUSABLE: Reason.CESSATION_OF_OPERATION,
+        RequestReason.UNDELIVERED: Reason.UNSPECIFIED,
+    }
+    assert set(expected) == set(RequestReason)
+    for reason, code in expected.items():
+        assert rules.request_revocation(reason) == (Category.REQUEST, code), reason
+
+
 # --- double issuance: Act §6, §16-5, §25, §35-5 ---------------------------------------
 
 

@@ -386,6 +386,36 @@ def test_scan_limit_bounds_a_read_after_a_mass_revocation(
     assert api.read(got["cursor"]).position == after(7)
 
 
+def test_a_change_whose_record_was_erased_is_no_longer_provided_ord_70(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A revocation record past its retention is erased (Ord §70(1)(iii)) and no longer
+    provided (Act §18(1): 保存期間が経過していない records only): the feed entry of its loss of
+    effect (kept for ``store.changes_keep_days``, which need not be shorter than a retention
+    period) no longer delivers it, nor counts it in the 帳簿. Erased with its time kept
+    (``crl.erased_answer = "revoked"``), it is delivered as ``POST /v1/status`` answers it."""
+    base = store(cas)
+    erased = dict(base.status_records)
+    erased[sf.status_key(SC, A)] = record(sf.STATE_ERASED, Family.SIGN_CARD)  # no time kept
+    erased[sf.status_key(SC, B)] = record(
+        sf.STATE_ERASED, Family.SIGN_CARD, revoked_at=REVOKED_AT
+    )  # the time kept
+    api = Api(store(cas, status_records=erased), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B), ref(SC, C)])
+    resp, got = api.changes(f"cursor={at(2)}")
+    assert resp.status == 200, got
+    assert [(c["serial"], c["status"]) for c in got["changes"]] == [
+        (f"{B:X}", "revoked"), (f"{C:X}", "revoked"),
+    ]  # fmt: skip
+    b = got["changes"][0]
+    assert "reason" not in b and "category" not in b and "article" not in b
+    assert api.read(got["cursor"]).position == after(7) and got["more"] is False
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+    # nothing of A is delivered from an older cursor either
+    resp, got = api.changes(f"cursor={at(2)}")
+    assert f"{A:X}" not in [c["serial"] for c in got["changes"]]
+
+
 def test_removed_certificates_are_no_longer_delivered(cas: dict[int, Ca], tmp_path: Path) -> None:
     api = Api(store(cas), tmp_path)
     api.watch(add=[ref(SC, B), ref(SC, C)])

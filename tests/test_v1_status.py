@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
@@ -338,6 +338,33 @@ def test_stale_issuer_is_unavailable_never_good(cas: dict[int, Ca]) -> None:
          "refusal": {"rule": "stale", "article": "Act §18(1)"}}
     ]  # fmt: skip
     assert api.ledger.counted == []
+
+
+def test_act_31_2_a_lapse_due_and_not_yet_written_is_never_answered_good(
+    cas: dict[int, Ca],
+) -> None:
+    """DOMAIN §3, Act §31(2), §34(1)(2): once a 30-day lapse falls due the auth-card
+    certificate loses effect when its record is written, and nothing answers ``good`` for it
+    after the due instant, also before the builder wrote it: ``unavailable`` (rule ``stale``,
+    the auth article), not counted; before the due instant, ``good``."""
+    jst_day = datetime.fromtimestamp(NOW + 9 * 3600, UTC).date()
+    for planned_days_ago, expected in ((31, "unavailable"), (30, "good")):
+        planned = jst_day - timedelta(days=planned_days_ago)  # due at 00:00 JST of planned + 31
+        reader = store(cas)
+        reader.pendings[HOLDER] = sf.PendingMoveOut(
+            record_id="move-out", notified_at=int(NOW) - 86400 * 60,
+            planned_date=planned.isoformat(), abroad=False,
+        )  # fmt: skip
+        api = Api(reader, registry())
+        resp, got = api.call(entries(ref(AC, GOOD)), party="usr")
+        assert resp.status == 200, got
+        (entry,) = got["entries"]
+        assert entry["status"] == expected, (planned, entry)
+        if expected == "unavailable":
+            assert entry["refusal"] == {"rule": "stale", "article": "Act §37(1)"}
+            assert api.ledger.counted == []
+        else:
+            assert api.ledger.counted == [("usr", Service.AUTH_REVOCATION_INFO, Method.JSON, 1)]
 
 
 def test_media_type_and_method(cas: dict[int, Ca]) -> None:

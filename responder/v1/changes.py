@@ -13,7 +13,11 @@ Every loss of effect by a record is a change: a revocation request or report, a 
 record change (including the 30-day lapse, Act §31(2)), a recording error, an issuing-key
 compromise and the cascade to mobile certificates (Act §16-13, §35-13), or a listing on
 the 機構's CRL for a group appliance. Expiry (有効期間の満了, Act §15(1)(5) ...) writes no
-record and is no change: the certificate's notAfter says it.
+record and is no change: the certificate's notAfter says it. A change whose record passed its
+retention and was erased without its time (Ord §70(1)(iii), ``crl.erased_answer`` ``unknown``)
+is no longer delivered, nor counted: the Act provides records within their retention only
+(保存期間に係る, Act §18(1), §37(1)), and the feed's own keeping (``store.changes_keep_days``)
+may outlast a retention period.
 
 How it works: crlbuilder appends every loss of effect to the store's changes feed in
 the revoking transaction (`crlbuilder.store.format.DB_CHANGES`: commit ‖ status key);
@@ -260,9 +264,10 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rena
     """The store commit that recorded the loss of effect."""
     committed_at: datetime | None
     status: Literal["revoked", "unknown", "good"]
-    """``revoked``; ``unknown`` once the record passed its retention and was erased
-    without its time (Ord §70(1)(iii)); ``good`` on a group appliance whose newer CRL no
-    longer lists it."""
+    """``revoked`` (without reason or category once the record passed its retention and was
+    erased with its time kept, ``crl.erased_answer = "revoked"``; erased without it, the
+    change is no longer delivered, Ord §70(1)(iii)); ``good`` on a group appliance whose newer
+    CRL no longer lists it; ``unknown`` when the store no longer holds the certificate."""
     family: Family
     revoked_at: datetime | None = None
     reason: str | None = None
@@ -766,8 +771,14 @@ def _chunks(entries: Iterator[ChangeEntry], size: int) -> Iterator[list[ChangeEn
         yield chunk
 
 
-def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bool) -> Change:
-    """The change as delivered: the certificate's status now (as POST /v1/status says it)."""
+def _change(
+    e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bool
+) -> Change | None:
+    """The change as delivered: the certificate's status now (as POST /v1/status says it);
+    None when its record passed its retention and was erased without its time (Ord
+    §70(1)(iii)): no longer provided (Act §18(1), §37(1): 保存期間が経過していない records only),
+    though the feed still holds the entry of its loss of effect (``store.changes_keep_days``
+    may outlast a retention period): nothing of it is delivered, nor counted."""
     st = reader.status(e.key)
     serial = f"{sf.split_status_key(e.key)[1]:X}"
     at = _at(e.committed_at) if e.committed_at else None
@@ -785,8 +796,9 @@ def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bo
             issuer=issuer.id, serial=serial, commit=e.commit, committed_at=at, status="revoked",
             family=family, revoked_at=_at(st.revoked_at),
         )  # fmt: skip
-    # erased without its time (Ord §70(1)(iii)): unknown; on a group appliance, a serial its
-    # newer CRL no longer lists is good (CRL-import mode)
+    if st is not None and st.state == sf.STATE_ERASED:
+        return None  # erased without its time (Ord §70(1)(iii)): no longer provided
+    # on a group appliance, a serial its newer CRL no longer lists is good (CRL-import mode)
     status: Literal["good", "unknown"] = "good" if st is None and crl_import else "unknown"
     return Change(
         issuer=issuer.id, serial=serial, commit=e.commit, committed_at=at, status=status,
@@ -839,7 +851,10 @@ def _read(
             scanned += 1
             if e.key in watched:
                 issuer = issuers[sf.split_status_key(e.key)[0]]
-                out.changes.append(_change(e, issuer, reader, crl_import))
+                change = _change(e, issuer, reader, crl_import)
+                if change is None:  # erased past its retention: passed, as one not watched
+                    continue
+                out.changes.append(change)
                 out.services.append(issuer.service)
                 out.afters.append(after(e))
                 out.families.add(issuer.family)
