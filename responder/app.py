@@ -603,15 +603,19 @@ class JpkiApp:
         ``Authorization`` field, body unread: the answer to a credential that matches no
         party, sent at once (the connection then closes), or None to read the body.
 
-        Only a bearer token is judged here; a client certificate that matches no party
-        still lets the body (perhaps a signed request) decide, as in `_ocsp`.
+        OCSP and /crl/: only a bearer token is judged here; a client certificate that
+        matches no party still lets the body (perhaps a signed request) decide, as in
+        `_ocsp`. /v1: every route authenticates by the transport alone (the body proves
+        nothing), so a request proving no party, whatever its ``Authorization`` field says
+        (``Basic``, an empty bearer) or whichever certificate it shows, is answered now: its
+        credential-looking fields raised its body's limit to ``max_json_body_bytes``.
         """
         path = req.target.split(b"?", 1)[0]
         ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
         v1 = path.startswith(b"/v1/")
         if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None
-        if access.bearer_token(req) is None:
+        if not v1 and access.bearer_token(req) is None:
             return None
         registry = self.registry
         party = access.by_transport(registry, req)

@@ -436,6 +436,41 @@ def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
         app.registry = old
 
 
+@pytest.mark.parametrize(
+    ("headers", "cert"),
+    [
+        ({b"authorization": b"Basic Zm9vOmJhcg=="}, None),
+        ({b"authorization": b"Bearer "}, None),
+        ({b"authorization": b"Bearer"}, None),
+        ({b"authorization": b"Token abc"}, None),
+        ({}, b"a certificate no party registered"),
+        ({b"authorization": b"Basic Zm9vOmJhcg=="}, b"a certificate no party registered"),
+    ],
+    ids=["basic", "bearer-empty", "bearer-alone", "other-scheme", "cert", "cert-and-basic"],
+)
+def test_a_v1_request_proving_no_party_is_refused_before_its_body(
+    app: JpkiApp, headers: dict[bytes, bytes], cert: bytes | None
+) -> None:
+    """Every /v1 route authenticates by the transport only (a client certificate or a bearer
+    token, Act §17(1), §36(1)): its body proves nothing. Any credential-looking field raises
+    the body's limit to ``max_json_body_bytes`` (24 MiB), and `early` judged only a bearer
+    token: ``Authorization: Basic ...`` (or an empty bearer, or a certificate no party holds)
+    had its whole body read before the 401."""
+    req = Request(
+        b"POST", b"/v1/status", {b"content-type": b"application/json", **headers}, b"",
+        ("127.0.0.1", 1), cert, b"1.1", True, 1,
+    )  # fmt: skip
+    got = app.early(req)
+    assert got is not None and got.status == 401, got
+    assert req.note is not None and req.note.rule == "unauthenticated"
+
+
+def test_a_v1_request_proving_its_party_reads_its_body(app: JpkiApp) -> None:
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    req = request(b"POST", b"/v1/status", {b"authorization": b"Bearer " + token.encode()})
+    assert app.early(req) is None
+
+
 def test_readyz_follows_a_broken_watch_replication_only_when_asked(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
