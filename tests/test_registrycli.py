@@ -921,3 +921,50 @@ def test_a_members_own_bound_on_its_groups_appliance(
     capsys.readouterr()
     assert act(reg, "update", "member-1", "--provisions-per-day", "5") != 0
     assert "no provisions per day" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("left", ["", "\n", "  \n\t\n"], ids=["empty", "newline", "blank"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("add", *ADD_BANK, "--new-token"),
+        ("import", "--from", "{export}"),
+        ("init", "--pki", "{pki}", "--out", "{reg}", "--force"),
+    ],
+    ids=["add", "import", "init-force"],
+)
+def test_a_truncated_registry_is_refused_not_taken_for_a_new_one(
+    reg: Path, left: str, command: tuple[str, ...]
+) -> None:
+    """A registry cut to nothing (a full disk, an editor's crash, ``> registry.toml``) read as
+    a registry of no party: ``registry add`` then wrote one holding the new party alone, a
+    valid file every worker and the builder took, so every other party was refused 401 and
+    its tokens revoked (Act §17(1), §36(1)), though the workers had kept the last good
+    registry until then (`Registry.load` refuses a blank file). Refused now, nothing
+    written, as a file that does not read as a registry is."""
+    export = reg.parent / "export.toml"
+    assert run("export", "--registry", str(reg), "--out", str(export)) == 0
+    audit_before = audit_path_for(reg).read_bytes()
+    reg.write_text(left)
+    fill = {"export": str(export), "pki": str(reg.parent / "pki"), "reg": str(reg)}
+    argv = [a.format(**fill) for a in command]
+    if argv[0] != "init":
+        argv[1:1] = ["--registry", str(reg)]
+    assert run(*argv) == 2
+    assert reg.read_text() == left  # unchanged: the operator restores it from a backup
+    assert audit_path_for(reg).read_bytes() == audit_before
+
+
+def test_a_truncated_registry_is_repaired_by_replication(reg: Path) -> None:
+    """What the refusal above points to: a node's blank registry takes the cluster's whole
+    (`responder.registry.cli.replicate`, what ``registry sync`` runs), audited as a change
+    from nothing."""
+    from responder.registry.auditkey import load_key
+    from responder.registry.cli import replicate
+
+    good = reg.read_bytes()
+    reg.write_text("\n")
+    key = load_key(key_path_for(reg), create=False)
+    changed = replicate(reg, good, audit=audit_path_for(reg), origin="bucket#9", key=key)
+    assert reg.read_bytes() == good and len(changed) == 7
+    assert {x["action"] for x in audit_lines(reg)[-7:]} == {"replicate"}
