@@ -968,3 +968,58 @@ def test_a_truncated_registry_is_repaired_by_replication(reg: Path) -> None:
     changed = replicate(reg, good, audit=audit_path_for(reg), origin="bucket#9", key=key)
     assert reg.read_bytes() == good and len(changed) == 7
     assert {x["action"] for x in audit_lines(reg)[-7:]} == {"replicate"}
+
+
+class _Bucket:
+    """A stand-in for the cluster's registry bucket (`responder.registry.shared.
+    SharedRegistry`): what `change` asks of it, and what was put."""
+
+    def __init__(self, data: bytes) -> None:
+        from responder.registry.shared import Shared
+
+        self.bucket = "JPKI_REGISTRY"
+        self.held = Shared(1, data)
+        self.puts: list[bytes] = []
+
+    def get(self) -> Any:
+        return self.held
+
+    def put(self, data: bytes, expected: int) -> int:
+        from responder.registry.shared import Shared
+
+        assert expected == self.held.revision
+        self.puts.append(data)
+        self.held = Shared(expected + 1, data)
+        return expected + 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_change_refused_for_its_audit_log_is_not_put_in_the_cluster(reg: Path) -> None:
+    """On several nodes a change goes to the cluster's bucket, then to this node's audit log
+    and file. An audit log that cannot take a line (its last line cut short by a crash)
+    refused the change here, "unchanged", after the bucket had taken it: every other node
+    applied a suspension (提供の停止, Act §18(6)) its operator was told had been refused, and
+    no node's audit log recorded it. The audit log is checked before the bucket is written."""
+    from responder.registry.cli import CommandError, change
+
+    bucket = _Bucket(reg.read_bytes())
+    log = audit_path_for(reg)
+    log.write_bytes(log.read_bytes() + b'{"seq": 8, "at"')  # a line cut short
+    before = reg.read_bytes()
+
+    def mutate(data: Any) -> Any:
+        import msgspec
+
+        parties = [
+            msgspec.structs.replace(p, name=p.name + " (renamed)")
+            if p.id == "sig-verifier" else p
+            for p in data.parties
+        ]  # fmt: skip
+        data.parties = parties
+        return data
+
+    with pytest.raises(CommandError, match="audit log"):
+        change(reg, mutate, action="update", actor="ops", shared=bucket)  # type: ignore[arg-type]
+    assert bucket.puts == [] and reg.read_bytes() == before

@@ -100,6 +100,7 @@ from responder.registry.audit import (
     AuditError,
     append_audit,
     audit_path_for,
+    check_appendable,
     redacted,
     verify_audit,
 )
@@ -268,6 +269,12 @@ def _change(
         _check_credentials(before_reg, after_reg, [r["party"] for r in records], checked_at)
         data = text.encode()
         if shared is not None:
+            # the audit log first: refused after the bucket took it, the change would be on
+            # every other node while this one said "unchanged" and no log recorded it
+            try:
+                check_appendable(audit)
+            except (AuditError, OSError) as e:
+                raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
             _shared_call(lambda: shared.put(data, revision))
         try:
             append_audit(
