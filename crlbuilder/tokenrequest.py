@@ -251,7 +251,7 @@ class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """One request file (``<id>.json``): who asked, for which key, when (求め, Act §38-3(1))."""
 
     id: RequestId
-    party: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+    party: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}\Z")]
     csr: bytes
     """The CSR's DER (base64 in the JSON)."""
     requested_at: Annotated[datetime, msgspec.Meta(tz=True)]

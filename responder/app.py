@@ -391,7 +391,7 @@ class JpkiApp:
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.member_quota or self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents((*V1_MEMBER_ROUTES, RELAY_ROUTE), group_signer),
-                group_id=self.group.group_id, clock=_clock,
+                group_id=self.group.group_id, clock=_clock, current=lambda: self.registry,
             )  # fmt: skip
             self.relay = RecordInfoRelay(
                 self.group, self.store, self.ledger, self.limits,
@@ -415,6 +415,7 @@ class JpkiApp:
                 signer=answer_signer,
                 public=public_documents(V1_ROUTES, answer_signer),
                 clock=_clock,
+                current=lambda: self.registry,
             )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
@@ -603,15 +604,19 @@ class JpkiApp:
         ``Authorization`` field, body unread: the answer to a credential that matches no
         party, sent at once (the connection then closes), or None to read the body.
 
-        Only a bearer token is judged here; a client certificate that matches no party
-        still lets the body (perhaps a signed request) decide, as in `_ocsp`.
+        OCSP and /crl/: only a bearer token is judged here; a client certificate that
+        matches no party still lets the body (perhaps a signed request) decide, as in
+        `_ocsp`. /v1: every route authenticates by the transport alone (the body proves
+        nothing), so a request proving no party, whatever its ``Authorization`` field says
+        (``Basic``, an empty bearer) or whichever certificate it shows, is answered now: its
+        credential-looking fields raised its body's limit to ``max_json_body_bytes``.
         """
         path = req.target.split(b"?", 1)[0]
         ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
         v1 = path.startswith(b"/v1/")
         if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None
-        if access.bearer_token(req) is None:
+        if not v1 and access.bearer_token(req) is None:
             return None
         registry = self.registry
         party = access.by_transport(registry, req)
@@ -749,6 +754,17 @@ class JpkiApp:
         # never before the take: a clock set back across 00:00 JST while the signature was
         # made would date it in a day the bound never took it from
         at = max(time.time(), got.now)
+        # provided now, not when decided: a suspension (提供の停止) or an end of provision in
+        # force by now, set ahead or taken by a reload while the signature was made, stops it
+        stopped = self._standing(got, at)
+        if stopped is not None:
+            self._give_back(got)
+            family = got.job.families[0].value
+            req.note = Outcome(
+                "ocsp", OCSP_STATUS[stopped.status], family=family, party=party,
+                rule=stopped.rule,
+            )  # fmt: skip
+            return _OCSP_ERRORS[stopped.status]
         n = len(got.job.answers)
         carried = at
         if got.service is not None:
@@ -768,6 +784,15 @@ class JpkiApp:
         if got.service is None:
             return self._ocsp_response(ready, get)
         return self._provided(got.party, got.service, n, carried, ready, get)
+
+    def _standing(self, got: Signing, at: float) -> Refusal | None:
+        """`OcspFlow.standing` of ``got``'s party at ``at``, as the registry of the moment
+        holds it (a party no longer in it is refused as unauthenticated)."""
+        registry = self.registry
+        party = registry.parties.get(got.party.id)
+        if party is None:
+            return Refusal(ResponseStatus.UNAUTHORIZED, flow.UNAUTHENTICATED, got.party)
+        return self.ocsp.standing(party, got.job.families[0], registry, at)
 
     def _give_back(self, got: Signing) -> None:
         """The provisions `responder.flow` took for a signature that was not made, given back

@@ -268,6 +268,34 @@ class OcspFlow:
 
     # --- the decision ---------------------------------------------------------------
 
+    def standing(
+        self, party: Party, family: Family, registry: Registry, now: float
+    ) -> Refusal | None:
+        """None when ``party`` may receive the status of a ``family`` certificate by OCSP at
+        ``now`` under ``registry``, else the refusal (step 3 of the module docstring).
+
+        The shell asks again, under the registry of the moment, when a fresh signature it
+        waited for is made (`responder.app.JpkiApp`): the answer is provided then, and a
+        suspension (提供の停止, Act §18(6),(7), §37(4)) or an end of provision in force by then
+        stops it, though the request was decided before."""
+        if family.is_jpki:
+            service = policy.service_for_ocsp(family)
+            if self.group_id is None:
+                verdict = policy.decide(
+                    party, service=service, family=family, method=Method.OCSP, now=now
+                )
+            else:
+                verdict = policy.decide_member(
+                    party, self.group_id, registry.parties.get(self.group_id),
+                    service=service, family=family, method=Method.OCSP, now=now,
+                )  # fmt: skip
+        else:  # a 特定利用者証明検証者証明符号 (Act §38-3): no provision the ledger counts
+            verdict = policy.decide_token_status(party, now=now)
+        if verdict is policy.ALLOWED:
+            return None
+        assert isinstance(verdict, policy.Refused)
+        return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
+
     def decide(
         self,
         request: bytes,
@@ -300,23 +328,10 @@ class OcspFlow:
         if view is None:
             return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
         family = view.family
-        service: Service | None = None
-        if family.is_jpki:
-            service = policy.service_for_ocsp(family)
-            if self.group_id is None:
-                verdict = policy.decide(
-                    party, service=service, family=family, method=Method.OCSP, now=now
-                )
-            else:
-                verdict = policy.decide_member(
-                    party, self.group_id, registry.parties.get(self.group_id),
-                    service=service, family=family, method=Method.OCSP, now=now,
-                )  # fmt: skip
-        else:  # a 特定利用者証明検証者証明符号 (Act §38-3): no provision the ledger counts
-            verdict = policy.decide_token_status(party, now=now)
-        if verdict is not policy.ALLOWED:
-            assert isinstance(verdict, policy.Refused)
-            return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
+        service = policy.service_for_ocsp(family) if family.is_jpki else None
+        refused = self.standing(party, family, registry, now)
+        if refused is not None:
+            return refused
         if self.quota.admit(party, now) is not None:  # on a group appliance a member's
             # only quota: the group's bound on each member (`responder.memberbound`)
             rule = QUOTA if self.group_id is None else MEMBER_QUOTA

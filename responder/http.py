@@ -45,13 +45,14 @@ sent its last answer (a 408, a 401 with a close) leaves that budget while it lin
 that is its first request; a signed OCSP request can only be attributed after its
 body, so its connection stays in the unattributed budget until then. An app may
 also offer ``early(req) -> Response | None``: called after the headers of a
-request that has a body and an ``Authorization`` field, with the body still
-unread; a Response is sent at once and the connection closed without reading the
-body (a credential that matches no party, refused before it can hold a slot).
+request that has a body and an ``Authorization`` field, or whose body may be larger than
+``max_body_bytes`` (below), with the body still unread; a Response is sent at once and
+the connection closed without reading the body (a credential that matches no party,
+refused before it can hold a slot).
 A request to the JSON API (a target under `JSON_PREFIX`) that carries a credential
 (an ``Authorization`` field or a client certificate) may have a body of up to
-``max_json_body_bytes`` (a batch of 10,000 certificates); every other body is bounded by
-``max_body_bytes``.
+``max_json_body_bytes`` (a batch of 10,000 certificates), once ``early`` let it through;
+every other body is bounded by ``max_body_bytes``.
 
 The periodic ``HttpServer.tick`` refreshes the coarse clock that stamps deadlines
 and the cached ``Date`` header.
@@ -869,7 +870,14 @@ class HttpProtocol(asyncio.Protocol):
             has_body = size > 0
         elif b"transfer-encoding" in headers:
             has_body = True
-        if has_body and srv.early is not None and b"authorization" in headers:
+        # asked too when the body's limit was raised on a credential's strength alone (a
+        # client certificate on a /v1 target): a certificate no party holds must not have
+        # ``max_json_body_bytes`` read before its 401
+        if (
+            has_body
+            and srv.early is not None
+            and (b"authorization" in headers or limit != self._max_body)
+        ):
             self._answer_early(srv.early)
         if self._parser.should_upgrade():
             self._upgrade = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import threading
 import time
@@ -30,6 +31,8 @@ from responder.http import Request, Response
 from responder.ocsp import Ready
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
+from responder.registry.party import SuspensionWindow
+from responder.registry.vocabulary import Service
 from responder.report import YEARS
 from responder.v1 import changes
 from responder.v1.watchdb import LmdbWatchSet
@@ -260,6 +263,62 @@ def test_act_40_an_ocsp_answer_is_counted_when_written_not_when_decided(
         given_back.clear()
 
 
+def test_a_fresh_signature_made_after_its_party_was_suspended_is_not_given(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OCSP answer is provided when it is written, not when its request was decided (the
+    ledger dates it then, 帳簿 Act §40): a request decided before a suspension (提供の停止,
+    Act §18(6)) whose fresh signature was made after the worker's registry took it was
+    answered ``successful`` and counted. Now the party's standing is asked again once the
+    signature is made: ``unauthorized`` (rule ``suspended``), its provisions given back,
+    nothing counted."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    cid = {"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+           "issuer_key_hash": key_hash, "serial_number": 4242}  # fmt: skip
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    headers = {
+        b"content-type": b"application/ocsp-request",
+        b"authorization": b"Bearer " + token.encode(),
+    }
+    counted: list[tuple[str, int]] = []
+    given_back: list[int] = []
+    monkeypatch.setattr(
+        app.ledger, "count", lambda party, service, method, n, at=None: counted.append((party, n))
+    )
+    monkeypatch.setattr(
+        app.limits, "give_back_provisions", lambda party, n, now: given_back.append(n)
+    )
+    before = app.registry
+    stop = SuspensionWindow(frozenset(Service), 0.0, math.inf, "Act §18(6)(1)")
+    after = Registry(
+        [msgspec.structs.replace(p, suspensions=(stop,)) if p.id == "both-verifier" else p
+         for p in before.parties.values()],
+        file=before.file,
+    )  # fmt: skip
+    real_sign = app.signing.sign
+
+    def sign_then_reload(party: str, job: Any) -> Any:
+        got = real_sign(party, job)
+        app.registry = after  # the registry thread's swap while the signature is made
+        return got
+
+    monkeypatch.setattr(app.signing, "sign", sign_then_reload)
+    req = request(b"POST", b"/ocsp", dict(headers))
+    req.body = a_request([cid], nonce=b"n" * 16)
+    try:
+        resp = answer(app, req)
+    finally:
+        app.registry = before
+    assert resp.status == 200 and resp.provision is None
+    assert a_ocsp.OCSPResponse.load(resp.body)["response_status"].native == "unauthorized"
+    assert req.note is not None and req.note.rule == "suspended"
+    assert req.note.party == "both-verifier"
+    assert counted == [] and given_back == [1]
+
+
 def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) -> None:
     """A CRL file (失効情報ファイル) goes to a registered party only (Act §18(2), §37(2)) and
     each download is counted (帳簿, Act §40): like an OCSP answer, it must not be kept by a
@@ -434,6 +493,41 @@ def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
         assert req.note.rule == "unauthenticated"
     finally:
         app.registry = old
+
+
+@pytest.mark.parametrize(
+    ("headers", "cert"),
+    [
+        ({b"authorization": b"Basic Zm9vOmJhcg=="}, None),
+        ({b"authorization": b"Bearer "}, None),
+        ({b"authorization": b"Bearer"}, None),
+        ({b"authorization": b"Token abc"}, None),
+        ({}, b"a certificate no party registered"),
+        ({b"authorization": b"Basic Zm9vOmJhcg=="}, b"a certificate no party registered"),
+    ],
+    ids=["basic", "bearer-empty", "bearer-alone", "other-scheme", "cert", "cert-and-basic"],
+)
+def test_a_v1_request_proving_no_party_is_refused_before_its_body(
+    app: JpkiApp, headers: dict[bytes, bytes], cert: bytes | None
+) -> None:
+    """Every /v1 route authenticates by the transport only (a client certificate or a bearer
+    token, Act §17(1), §36(1)): its body proves nothing. Any credential-looking field raises
+    the body's limit to ``max_json_body_bytes`` (24 MiB), and `early` judged only a bearer
+    token: ``Authorization: Basic ...`` (or an empty bearer, or a certificate no party holds)
+    had its whole body read before the 401."""
+    req = Request(
+        b"POST", b"/v1/status", {b"content-type": b"application/json", **headers}, b"",
+        ("127.0.0.1", 1), cert, b"1.1", True, 1,
+    )  # fmt: skip
+    got = app.early(req)
+    assert got is not None and got.status == 401, got
+    assert req.note is not None and req.note.rule == "unauthenticated"
+
+
+def test_a_v1_request_proving_its_party_reads_its_body(app: JpkiApp) -> None:
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    req = request(b"POST", b"/v1/status", {b"authorization": b"Bearer " + token.encode()})
+    assert app.early(req) is None
 
 
 def test_readyz_follows_a_broken_watch_replication_only_when_asked(

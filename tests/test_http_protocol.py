@@ -510,6 +510,36 @@ def test_early_refuses_from_the_headers_before_the_body() -> None:
     assert c.app.seen == []
 
 
+class CertRefusal(RecordingApp):
+    """Refuses, from the headers, every request carrying a client certificate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[Request] = []
+
+    def early(self, req: Request) -> Response | None:
+        self.asked.append(req)
+        return Response(401, b"no\n", b"text/plain") if req.client_cert_der else None
+
+
+def test_a_json_body_allowed_by_a_certificate_is_judged_before_it_is_read() -> None:
+    """A /v1 request with a client certificate may send a body up to ``max_json_body_bytes``
+    (24 MiB by default) on the strength of that certificate alone: the app is asked, from the
+    headers, whether it proves a party before any of the body is read. It was asked only for
+    requests carrying ``Authorization``, so an unregistered certificate had 24 MiB read, held
+    and then refused 401."""
+    c = connect(LimitsConfig(max_body_bytes=100, max_json_body_bytes=10_000), app=CertRefusal())
+    c.protocol._cert = b"an unregistered certificate"
+    c.send(b"POST /v1/status HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n")
+    assert [a.status for a in c.answers()] == [401] and c.transport.eof_written
+    assert c.app.seen == [] and len(c.app.asked) == 1  # type: ignore[attr-defined]
+    # the ordinary limit needs no such look: the body is read as before
+    d = connect(app=CertRefusal())
+    d.send(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+    assert [a.status for a in d.answers()] == [200]
+    assert d.app.asked == []  # type: ignore[attr-defined]
+
+
 def test_expect_100_continue_is_answered_before_the_body() -> None:
     c = connect()
     c.send(b"POST /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")

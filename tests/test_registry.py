@@ -1024,3 +1024,35 @@ def test_an_empty_registry_file_is_refused_and_the_last_good_one_kept(
     keeper.refresh(now=4.0)
     keeper.refresh(now=4.0 + SETTLE)
     assert keeper.error is None and set(keeper.registry.parties) == {"x"}
+
+
+@pytest.mark.parametrize(
+    ("field", "entry"),
+    [
+        ("id", verifier("bank-a\n", name="Bank A")),
+        (
+            "token_sha256",
+            verifier(
+                "v",
+                credential=[
+                    {"kind": "token", "label": "t1", "token_sha256": sha("token-v") + "\n"}
+                ],
+            ),
+        ),
+        (
+            "label",
+            verifier(
+                "v", credential=[{"kind": "token", "label": "t1\n", "token_sha256": sha("token-v")}]
+            ),
+        ),
+    ],
+    ids=["party-id", "token-hash", "credential-label"],
+)
+def test_an_id_hash_or_label_ending_in_a_line_feed_is_refused(
+    field: str, entry: dict[str, Any]
+) -> None:
+    """Python's ``$`` matches before a final line feed too, and msgspec's patterns are Python's:
+    ``"bank-a\\n"`` loaded as a party beside ``"bank-a"``, was answered, and the ledger (帳簿,
+    Act §40), which takes a party id whole, refused to count what it was provided."""
+    message = refused(text(entry, verifier("bank-a", name="Other")))
+    assert field in message, message

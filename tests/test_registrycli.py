@@ -921,3 +921,105 @@ def test_a_members_own_bound_on_its_groups_appliance(
     capsys.readouterr()
     assert act(reg, "update", "member-1", "--provisions-per-day", "5") != 0
     assert "no provisions per day" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("left", ["", "\n", "  \n\t\n"], ids=["empty", "newline", "blank"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("add", *ADD_BANK, "--new-token"),
+        ("import", "--from", "{export}"),
+        ("init", "--pki", "{pki}", "--out", "{reg}", "--force"),
+    ],
+    ids=["add", "import", "init-force"],
+)
+def test_a_truncated_registry_is_refused_not_taken_for_a_new_one(
+    reg: Path, left: str, command: tuple[str, ...]
+) -> None:
+    """A registry cut to nothing (a full disk, an editor's crash, ``> registry.toml``) read as
+    a registry of no party: ``registry add`` then wrote one holding the new party alone, a
+    valid file every worker and the builder took, so every other party was refused 401 and
+    its tokens revoked (Act §17(1), §36(1)), though the workers had kept the last good
+    registry until then (`Registry.load` refuses a blank file). Refused now, nothing
+    written, as a file that does not read as a registry is."""
+    export = reg.parent / "export.toml"
+    assert run("export", "--registry", str(reg), "--out", str(export)) == 0
+    audit_before = audit_path_for(reg).read_bytes()
+    reg.write_text(left)
+    fill = {"export": str(export), "pki": str(reg.parent / "pki"), "reg": str(reg)}
+    argv = [a.format(**fill) for a in command]
+    if argv[0] != "init":
+        argv[1:1] = ["--registry", str(reg)]
+    assert run(*argv) == 2
+    assert reg.read_text() == left  # unchanged: the operator restores it from a backup
+    assert audit_path_for(reg).read_bytes() == audit_before
+
+
+def test_a_truncated_registry_is_repaired_by_replication(reg: Path) -> None:
+    """What the refusal above points to: a node's blank registry takes the cluster's whole
+    (`responder.registry.cli.replicate`, what ``registry sync`` runs), audited as a change
+    from nothing."""
+    from responder.registry.auditkey import load_key
+    from responder.registry.cli import replicate
+
+    good = reg.read_bytes()
+    reg.write_text("\n")
+    key = load_key(key_path_for(reg), create=False)
+    changed = replicate(reg, good, audit=audit_path_for(reg), origin="bucket#9", key=key)
+    assert reg.read_bytes() == good and len(changed) == 7
+    assert {x["action"] for x in audit_lines(reg)[-7:]} == {"replicate"}
+
+
+class _Bucket:
+    """A stand-in for the cluster's registry bucket (`responder.registry.shared.
+    SharedRegistry`): what `change` asks of it, and what was put."""
+
+    def __init__(self, data: bytes) -> None:
+        from responder.registry.shared import Shared
+
+        self.bucket = "JPKI_REGISTRY"
+        self.held = Shared(1, data)
+        self.puts: list[bytes] = []
+
+    def get(self) -> Any:
+        return self.held
+
+    def put(self, data: bytes, expected: int) -> int:
+        from responder.registry.shared import Shared
+
+        assert expected == self.held.revision
+        self.puts.append(data)
+        self.held = Shared(expected + 1, data)
+        return expected + 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_change_refused_for_its_audit_log_is_not_put_in_the_cluster(reg: Path) -> None:
+    """On several nodes a change goes to the cluster's bucket, then to this node's audit log
+    and file. An audit log that cannot take a line (its last line cut short by a crash)
+    refused the change here, "unchanged", after the bucket had taken it: every other node
+    applied a suspension (提供の停止, Act §18(6)) its operator was told had been refused, and
+    no node's audit log recorded it. The audit log is checked before the bucket is written."""
+    from responder.registry.cli import CommandError, change
+
+    bucket = _Bucket(reg.read_bytes())
+    log = audit_path_for(reg)
+    log.write_bytes(log.read_bytes() + b'{"seq": 8, "at"')  # a line cut short
+    before = reg.read_bytes()
+
+    def mutate(data: Any) -> Any:
+        import msgspec
+
+        parties = [
+            msgspec.structs.replace(p, name=p.name + " (renamed)")
+            if p.id == "sig-verifier" else p
+            for p in data.parties
+        ]  # fmt: skip
+        data.parties = parties
+        return data
+
+    with pytest.raises(CommandError, match="audit log"):
+        change(reg, mutate, action="update", actor="ops", shared=bucket)  # type: ignore[arg-type]
+    assert bucket.puts == [] and reg.read_bytes() == before

@@ -414,6 +414,48 @@ def test_a_large_batch_is_answered_off_the_event_loop_and_fairly(cas: dict[int, 
     assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2000)] * 2
 
 
+@pytest.mark.parametrize("how", ["reloaded-meanwhile", "set-ahead"])
+def test_a_batch_made_after_its_party_was_suspended_is_refused_and_not_counted(
+    cas: dict[int, Ca], how: str
+) -> None:
+    """A batch is provided when its answer is written (the ledger dates it then, 帳簿 Act
+    §40), not when its call was decided: one decided before a suspension (提供の停止, Act
+    §18(6)) and made in the batch thread after it (a reload taking the suspension while the
+    thread worked; a suspension set ahead, `registry suspend --since`, whose instant came
+    meanwhile) was answered and counted in full. Refused now, 403 citing the article,
+    nothing counted."""
+    big = msgspec.json.encode(entries(*[ref(SC, REVOKED)] * 2000))
+    assert len(big) >= THREAD_BYTES
+    since = NOW - 3600 if how == "reloaded-meanwhile" else NOW + 1
+    suspended = registry(sig={"suspension": [
+        {"article": "Act §18(6)(1)", "since": datetime.fromtimestamp(since, UTC),
+         "reason": "test"}
+    ]})  # fmt: skip
+    api = Api(store(cas), registry() if how == "reloaded-meanwhile" else suspended)
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    if how == "set-ahead":
+        api.api.clock = lambda: NOW + 2  # the batch thread took two seconds
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+    req = Request(b"POST", b"/v1/status", headers, big, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def run() -> Response:
+        got = api.api.handle(req, api.registry, NOW)
+        assert not isinstance(got, Response)  # decided (allowed), in the batch thread
+        if how == "reloaded-meanwhile":
+            api.api.current = lambda: suspended  # the app's registry, swapped by its reload
+        return written(await got)
+
+    try:
+        resp = asyncio.run(run())
+    finally:
+        pool.close()
+    got = msgspec.json.decode(bytes(resp.body))
+    assert (resp.status, got["rule"], got["article"]) == (403, "suspended", "Act §18(6)(1)")
+    assert api.ledger.counted == [] and api.calls.counted == []
+    assert req.note is not None and req.note.rule == "suspended"
+
+
 @pytest.mark.parametrize("unlisted", ["good", "unknown"])
 def test_a_group_appliance_answers_its_members_status_act_20_1_21_3(
     cas: dict[int, Ca], unlisted: Literal["good", "unknown"]

@@ -40,8 +40,8 @@ from crlbuilder.model import Family
 SETUP_VERSION: Final = 1
 SETUP_NAME: Final = "group.json"
 
-PartyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-IssuerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+PartyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}\Z")]
+IssuerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}\Z")]
 Url = Annotated[str, msgspec.Meta(pattern=r"^https?://", max_length=2000)]
 
 

@@ -103,6 +103,14 @@ def append_audit(
     )
 
 
+def check_appendable(path: Path) -> None:
+    """Raise as `append_audit` would on the log at ``path`` as it stands (AuditError: its last
+    line cut short or no record, a link or no regular file; OSError: it cannot be opened for
+    writing), writing nothing: a change that goes elsewhere first (the cluster's bucket,
+    `responder.registry.cli.change`) is refused before it does, not after."""
+    append_chained(path, [])
+
+
 @dataclass
 class AuditReport:
     records: int = 0

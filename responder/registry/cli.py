@@ -100,6 +100,7 @@ from responder.registry.audit import (
     AuditError,
     append_audit,
     audit_path_for,
+    check_appendable,
     redacted,
     verify_audit,
 )
@@ -268,6 +269,12 @@ def _change(
         _check_credentials(before_reg, after_reg, [r["party"] for r in records], checked_at)
         data = text.encode()
         if shared is not None:
+            # the audit log first: refused after the bucket took it, the change would be on
+            # every other node while this one said "unchanged" and no log recorded it
+            try:
+                check_appendable(audit)
+            except (AuditError, OSError) as e:
+                raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
             _shared_call(lambda: shared.put(data, revision))
         try:
             append_audit(
@@ -356,7 +363,7 @@ def replicate(path: Path, data: bytes, *, audit: Path, origin: str, key: AuditKe
             return []
     except FileNotFoundError:
         pass
-    current, _ = _read(path, clock(), must_exist=False, check=False)
+    current, _ = _read(path, clock(), must_exist=False, check=False, blank_ok=True)
     try:
         incoming = parse_registry(data.decode("utf-8"), source=origin)
         Registry.build(incoming, base=path.parent, source=origin, now=clock())
@@ -375,8 +382,15 @@ def replicate(path: Path, data: bytes, *, audit: Path, origin: str, key: AuditKe
 
 
 def _read(
-    path: Path, now: float, *, must_exist: bool, check: bool
+    path: Path, now: float, *, must_exist: bool, check: bool, blank_ok: bool = False
 ) -> tuple[RegistryFile, Registry | None]:
+    """The registry at ``path`` as it stands (and, with ``check``, built). A file of nothing
+    but white space (truncated, or created and not yet written) is refused unless
+    ``blank_ok`` (a replication, which puts the whole shared registry in its place): read as
+    a registry of no party, a change made on it wrote a valid registry of the changed party
+    alone, which the workers and the builder took (every other party refused, its tokens
+    revoked), where they keep their last good registry over the blank file
+    (`Registry.load`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -387,6 +401,12 @@ def _read(
         return RegistryFile(), None
     except (OSError, UnicodeDecodeError) as e:
         raise CommandError(f"{path}: cannot read: {e}") from None
+    if not text.strip() and not blank_ok:
+        raise CommandError(
+            f"refused, {path} unchanged: empty: not a registry (truncated, or not yet "
+            "written), so which parties it held cannot be told; restore it from a backup (or "
+            "`registry sync` from the cluster), or move it aside to start a new one"
+        )
     try:
         data = parse_registry(text, source=str(path))
         reg = Registry.build(data, base=path.parent, source=str(path), now=now) if check else None
@@ -1203,7 +1223,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     demo = parse_registry(text, source=str(out))
     if out.exists():
         try:  # the check in mutate below reads the file as `change` does, which takes a
-            parse_registry(out.read_text(encoding="utf-8"), source=str(out))  # broken one as empty
+            # broken one as empty; a blank one `change` refuses itself
+            parse_registry(out.read_text(encoding="utf-8"), source=str(out))
         except (OSError, UnicodeDecodeError, RegistryError) as e:
             raise CommandError(
                 f"refused, {out} unchanged: it does not read as a registry, so which parties "

@@ -24,7 +24,10 @@
    (`Route.offload`, `Route.blocking`), in the worker's batch thread, fed per party in a fair
    queue (`responder.signing.SigningPool`; a party with calls already waiting gets 429
    ``fair_share``), so a batch of 10,000 does not stop the event loop's other
-   connections for its ~35 ms — then, on the event loop, takes the answer's provisions
+   connections for its ~35 ms — then, on the event loop, for an answer made in the batch
+   thread, asks the policy again at that instant under the registry of the moment (a
+   suspension or end of provision in force by then is 403, nothing counted: `V1Api._stopped`),
+   takes the answer's provisions
    from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
    when the Japan day turns, nothing counted or answered; the changes feed was told
@@ -211,6 +214,7 @@ class V1Api:
         public: dict[bytes, Callable[[], Response]] | None = None,
         group_id: str | None = None,
         clock: Callable[[], float] | None = None,
+        current: Callable[[], Registry] | None = None,
     ) -> None:
         self.routes = {r.path.encode(): r for r in routes}
         self.store = store
@@ -236,6 +240,11 @@ class V1Api:
         the provisions are taken and counted at that instant when its Japan day is not the
         request's (`counted_at`). None: at the request's ``now`` (an answer given at once, or
         a test on a fixed clock)."""
+        self.current = current
+        """The registry of the moment (the app's, swapped by its reload): an answer made off
+        the event loop (the batch thread) is provided when it is written, not when its call
+        was decided, so its party's standing is asked again then (`_stopped`). None: the
+        registry the call was decided under."""
 
     def env(self, path: str) -> object | None:
         """What the route at ``path`` made with its ``setup`` in this worker (None: no such
@@ -320,12 +329,41 @@ class V1Api:
             )
         req.note = Outcome(endpoint, party=party.id)  # until the work is done
         req.holds = route.writes  # a pipelined read after a write reads what it wrote
-        return asyncio.ensure_future(self._after(req, route, party, now, done))
+        return asyncio.ensure_future(self._after(req, route, party, now, done, registry))
 
     async def _after(
-        self, req: Request, route: AnyRoute, party: Party, now: float, done: asyncio.Future[Done]
+        self,
+        req: Request,
+        route: AnyRoute,
+        party: Party,
+        now: float,
+        done: asyncio.Future[Done],
+        registry: Registry,
     ) -> Response:
-        return self._finish(req, route, party, now, await done)
+        return self._finish(req, route, party, now, await done, registry)
+
+    def _stopped(
+        self, party: Party, counts: Counts, now: float, registry: Registry
+    ) -> policy.Refused | None:
+        """Whether an answer made off the event loop may still be given: its party, as the
+        registry of the moment holds it (`current`), may still receive each service the
+        answer provides at the clock's instant (never before ``now``, the call's). A
+        suspension (提供の停止, Act §18(6),(7), §37(4)) or an end of provision in force by then,
+        set ahead or taken by a reload while the batch thread worked, stops the answer whole:
+        it would be provided, and counted in the ledger (帳簿, Act §40), after it."""
+        if self.current is not None:
+            registry = self.current()
+        at = now if self.clock is None else max(now, self.clock())
+        decide = self.decider(registry)
+        standing = registry.parties.get(party.id)
+        if standing is None:
+            unknown = decide(None, service=counts[0][0], family=None, method=Method.JSON, now=at)
+            assert isinstance(unknown, policy.Refused)
+            return unknown
+        for service, n in counts:
+            if n > 0 and (refusal := gate(standing, (service,), at, decide)) is not None:
+                return refusal
+        return None
 
     def _work(
         self,
@@ -393,13 +431,21 @@ class V1Api:
         return now if at < day_ends(now) else at
 
     def _finish(
-        self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
+        self,
+        req: Request,
+        route: AnyRoute,
+        party: Party,
+        now: float,
+        done: Done,
+        late: Registry | None = None,
     ) -> Response:
         """On the event loop: the provisions of the day taken, all or none; the note; the
         answer, whose `_V1Provision` counts the ledger as it is written (or gives the
         provisions back when it never is). Both at one instant (`counted_at`), so they count
         the answer on the same Japan day. A reply that decides its provisions itself
-        (`Reply.provide`) records them as provided in the same step as they are counted."""
+        (`Reply.provide`) records them as provided in the same step as they are counted.
+        ``late``: the registry a call answered off the event loop was decided under; its
+        party's standing is asked again first (`_stopped`: 403, nothing taken or counted)."""
         endpoint = route.endpoint
         reply = done.reply
         family = reply.family if reply is not None else ""
@@ -421,6 +467,11 @@ class V1Api:
                 return problem.response(_EFFECT_FAILED, retry_after=done.retry_after or 1)
             counts, record = delivery.counts, delivery.record
         n = sum(k for _s, k in counts)
+        if late is not None and n > 0 and reply.effect is None:  # made in the batch thread
+            stopped = self._stopped(party, counts, now, late)
+            if stopped is not None:  # nothing taken, recorded or counted
+                req.note = Outcome(endpoint, family=family, party=party.id, rule=stopped.rule.value)
+                return problem.response(problem.refused(stopped))
         dated = at
         bounded = party.provisions_per_day is not None
         if bounded:
