@@ -323,6 +323,8 @@ def test_a_v1_route_answers_503_store_damaged_for_a_damaged_status_record(
 _STATE_OFFSET = 4
 """The state byte of a packed status record (``>IBBBB...``: version u32, then state)."""
 _REASON_OFFSET = 6
+_REVOKED_AT_OFFSET = 24
+"""The revocation time's first byte (after version, four bytes, notBefore and notAfter)."""
 
 
 @pytest.mark.parametrize(
@@ -332,17 +334,20 @@ _REASON_OFFSET = 6
         (_STATE_OFFSET, 3, "state 3"),
         (_REASON_OFFSET, 7, "reason 7"),
         (_REASON_OFFSET, 0x41, "reason 65"),
+        (_REVOKED_AT_OFFSET, 0x80, "revocation time out of range"),
+        (_REVOKED_AT_OFFSET, 0x01, "revocation time out of range"),
     ],
-    ids=["state-bitflip", "state-3", "reason-7", "reason-65"],
+    ids=["state-bitflip", "state-3", "reason-7", "reason-65", "time-negative", "time-past-9999"],
 )
 def test_a_status_record_of_a_state_or_reason_no_writer_writes_is_refused(
     store: Store, offset: int, byte: int, what: str
 ) -> None:
-    """A status record of the right length whose state or reason byte no writer writes (a
-    flipped bit): `StoreCorrupt` naming the value, never the key. It was read as it was:
-    the OCSP lookup takes any state but revoked (1) and erased (2) as ``good``, so a
-    revoked certificate's damaged record was answered good; a reason outside RFC 5280's
-    CRLReason failed the fresh signature, reported as a signer failure."""
+    """A status record of the right length whose state, reason or revocation time no
+    writer writes (a flipped bit): `StoreCorrupt` naming what, never the key. It was read
+    as it was: the OCSP lookup takes any state but revoked (1) and erased (2) as ``good``,
+    so a revoked certificate's damaged record was answered good; a reason outside RFC
+    5280's CRLReason, or a time before 1970 or past 9999 (no GeneralizedTime), failed the
+    fresh signature, reported as a signer failure (jpkiva_signer_errors_total)."""
     with store.read() as r:
         st = r.status(KEY)
         assert st is not None
