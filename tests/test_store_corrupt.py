@@ -318,3 +318,106 @@ def test_a_v1_route_answers_503_store_damaged_for_a_damaged_status_record(
         assert msgspec.json.decode(bytes(fine.body))["entries"][0]["status"] == "revoked"
     finally:
         app.close()
+
+
+_STATE_OFFSET = 4
+"""The state byte of a packed status record (``>IBBBB...``: version u32, then state)."""
+_REASON_OFFSET = 6
+_REVOKED_AT_OFFSET = 24
+"""The revocation time's first byte (after version, four bytes, notBefore and notAfter)."""
+
+
+@pytest.mark.parametrize(
+    ("offset", "byte", "what"),
+    [
+        (_STATE_OFFSET, 0x81, "state 129"),
+        (_STATE_OFFSET, 3, "state 3"),
+        (_REASON_OFFSET, 7, "reason 7"),
+        (_REASON_OFFSET, 0x41, "reason 65"),
+        (_REVOKED_AT_OFFSET, 0x80, "revocation time out of range"),
+        (_REVOKED_AT_OFFSET, 0x01, "revocation time out of range"),
+    ],
+    ids=["state-bitflip", "state-3", "reason-7", "reason-65", "time-negative", "time-past-9999"],
+)
+def test_a_status_record_of_a_state_or_reason_no_writer_writes_is_refused(
+    store: Store, offset: int, byte: int, what: str
+) -> None:
+    """A status record of the right length whose state, reason or revocation time no
+    writer writes (a flipped bit): `StoreCorrupt` naming what, never the key. It was read
+    as it was: the OCSP lookup takes any state but revoked (1) and erased (2) as ``good``,
+    so a revoked certificate's damaged record was answered good; a reason outside RFC
+    5280's CRLReason, or a time before 1970 or past 9999 (no GeneralizedTime), failed the
+    fresh signature, reported as a signer failure (jpkiva_signer_errors_total)."""
+    with store.read() as r:
+        st = r.status(KEY)
+        assert st is not None
+    value = bytearray(st.pack())
+    value[offset] = byte
+    _damage(store, sf.DB_STATUS, KEY, bytes(value))
+    for read in (lambda r: r.status(KEY), lambda r: list(r.statuses(1))):
+        with store.read() as r, pytest.raises(sf.StoreCorrupt) as e:
+            read(r)
+        message = str(e.value)
+        assert f"a status value of {what}" in message, message
+        assert "restore it from a copy or rebuild it" in message
+        assert KEY.hex() not in message
+
+
+def test_a_revoked_certificate_whose_state_byte_flipped_is_never_answered_good(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The responder asked about a revoked certificate whose status record's state byte
+    lost its low bit (1 revoked -> 0x80): it answered ``good``, fresh and cached (the
+    lookup's fall-through branch); now OCSP internalError, nothing counted, as for any
+    damaged value. The other certificates still answer."""
+    path = tmp_path / "store"
+    shutil.copytree(built.store, path)
+    a, other = sample(built, CertStatus.REVOKED, "sign-card"), sample(built, CertStatus.GOOD)
+    s = Store.open(path, readonly=False)
+    try:
+        with s.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == a.issuer)
+            key = sf.status_key(index, a.serial)
+            revoked = r.status(key)
+            assert revoked is not None and revoked.state == sf.STATE_REVOKED
+        value = bytearray(revoked.pack())
+        value[_STATE_OFFSET] ^= 0x81
+        _damage(s, sf.DB_STATUS, key, bytes(value))
+    finally:
+        s.close()
+    clock = types.SimpleNamespace(
+        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
+    )
+    monkeypatch.setattr("responder.app.time", clock)
+    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    try:
+        token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+
+        def ask(der: bytes) -> tuple[Request, Response]:
+            headers = {
+                b"content-type": b"application/ocsp-request",
+                b"authorization": b"Bearer " + token.encode(),
+            }
+            req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+            async def run() -> Response:
+                got = app.handle(req)
+                return got if isinstance(got, Response) else await got
+
+            return req, asyncio.run(run())
+
+        for nonce in (False, True, False):  # fresh, and the cached path after it
+            req, resp = ask(ocsp_request(built, a, nonce=nonce))
+            answer = ocsp.load_der_ocsp_response(bytes(resp.body))
+            assert answer.response_status is ocsp.OCSPResponseStatus.INTERNAL_ERROR, (
+                answer.certificate_status
+                if answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+                else answer.response_status
+            )
+            assert resp.provision is None  # nothing to count (帳簿, Act §40)
+            assert req.note is not None and req.note.ocsp_status == "internalError"
+        _, fine = ask(ocsp_request(built, other, nonce=True))
+        answered = ocsp.load_der_ocsp_response(bytes(fine.body))
+        assert answered.certificate_status is ocsp.OCSPCertStatus.GOOD
+    finally:
+        app.close()

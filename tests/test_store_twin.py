@@ -20,7 +20,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crlbuilder.model import Family
+from crlbuilder.model import Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.memory import MemoryReader
@@ -38,13 +38,14 @@ _times = st.integers(T0 - 10**8, T0 + 10**8)
 
 @st.composite
 def _status(draw: st.DrawFn, key: bytes) -> sf.StatusRecord:
+    # what a writer writes: the three states, RFC 5280 CRLReason codes (7 is unused)
     state = draw(st.sampled_from((sf.STATE_GOOD, sf.STATE_REVOKED, sf.STATE_ERASED)))
     nb = draw(_times)
     return sf.StatusRecord(
         version=draw(st.integers(1, 50)),
         state=state,
         category=0 if state == sf.STATE_GOOD else draw(st.integers(1, 6)),
-        reason=0 if state == sf.STATE_GOOD else draw(st.integers(0, 10)),
+        reason=0 if state == sf.STATE_GOOD else int(draw(st.sampled_from(Reason))),
         family=FAMILIES[sf.split_status_key(key)[0] - 1].code,
         not_before=nb,
         not_after=nb + draw(st.integers(0, 6 * 365 * 86400)),

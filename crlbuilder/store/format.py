@@ -458,12 +458,42 @@ STATUS_RECORD_BYTES: Final = _STATUS.size
 _new_tuple: Final = tuple.__new__
 
 
+_WRITTEN_REASONS: Final = frozenset(int(r) for r in Reason)
+"""The reason bytes a writer writes: RFC 5280 CRLReason codes (0 while good)."""
+_LAST_TIME: Final = 253402300799
+"""9999-12-31T23:59:59Z, the last instant a GeneralizedTime (an OCSP revocationTime) holds."""
+
+
 def unpack_status(value: bytes) -> StatusRecord:
-    """`StatusRecord` of a ``status`` value; `StoreCorrupt` for one of another length."""
+    """`StatusRecord` of a ``status`` value; `StoreCorrupt` for one of another length, or of
+    a state, reason or revocation time no writer writes (a damaged byte: read as it was,
+    the OCSP lookup took a state it did not know for ``good``, and a reason outside
+    CRLReason or a time before 1970 or past 9999 failed the answer's encoding)."""
     if len(value) != STATUS_RECORD_BYTES:
         raise corrupt("status", len(value), f"{STATUS_RECORD_BYTES} bytes")
     # StatusRecord._make without its length check: the struct gives exactly its nine fields
-    return _new_tuple(StatusRecord, _STATUS.unpack(value))
+    record: StatusRecord = _new_tuple(StatusRecord, _STATUS.unpack(value))
+    if (
+        record[1] > STATE_ERASED
+        or record[3] not in _WRITTEN_REASONS
+        or not (0 <= record[7] <= _LAST_TIME)
+    ):
+        raise _corrupt_status(record)
+    return record
+
+
+def _corrupt_status(record: StatusRecord) -> StoreCorrupt:
+    if record.state > STATE_ERASED:
+        what = f"state {record.state}"
+    elif record.reason not in _WRITTEN_REASONS:
+        what = f"reason {record.reason}"
+    else:
+        what = "revocation time out of range"
+    return StoreCorrupt(
+        f"the store is damaged: a status value of {what}, not one a writer writes "
+        f"(states {STATE_GOOD} good, {STATE_REVOKED} revoked, {STATE_ERASED} erased; RFC 5280 "
+        "CRLReason codes; times from 1970 to 9999); restore it from a copy or rebuild it"
+    )
 
 
 _REVOKED = struct.Struct(">qBBIqI")
