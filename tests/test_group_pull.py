@@ -54,6 +54,9 @@ class Kikou:
         self.limited: dict[str, int] = {}
         self.dripping: set[str] = set()
         """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
+        self.held: set[str] = set()
+        """Paths whose GET is recorded, then held until `release` (at most 60 s), then a 404."""
+        self.released = threading.Event()
         kikou = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +64,10 @@ class Kikou:
                 kikou.requests.append(
                     (self.command, self.path, self.headers.get("Authorization", ""))
                 )
+                if self.path in kikou.held:
+                    kikou.released.wait(60)
+                    self.send_error(404)
+                    return
                 got = kikou.files.get(self.path)
                 if got and self.headers.get("If-None-Match") == got[0]:
                     self.send_response(304)

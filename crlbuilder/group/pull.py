@@ -313,13 +313,15 @@ class GroupFeed:
             out += (full, delta)
             for o in (full, delta):
                 self._emit(o.as_dict())
-        self._publish()
         self._check_stale()
         return out
 
     def _publish(self) -> None:
         """A new store is staged until its first CRL is imported, then put in its place
-        (`Store.open_staged`): never an empty one in the meantime."""
+        (`Store.open_staged`) at once, before any other file is fetched: never an empty one
+        in the meantime, and a pull killed later in its pass leaves what it imported where the
+        next run finds it (a staged store is swept by the next run, and the file downloaded
+        again, which the 機構 refuses within the agreed cycle: no store for up to a cycle)."""
         if self.store.staged_for is None:
             return
         with self.store.read() as r:
@@ -382,6 +384,7 @@ class GroupFeed:
         o.commit, o.added, o.updated, o.removed = (
             result.commit, result.added, result.updated, result.removed,
         )  # fmt: skip
+        self._publish()  # in place now, not at the pass's end: a kill meanwhile loses nothing
         return o
 
     def pulled(self, issuer: GroupIssuer, kind: Kind) -> sf.PulledFile | None:

@@ -1,0 +1,88 @@
+"""`crlbuilder group pull` killed (SIGKILL) mid-pass, then run again: nothing it received is lost.
+
+A real pull process against a 機構 played by a local HTTP server (`tests.test_group_pull.Kikou`)
+that enforces the agreed cycle the way the 機構's responder does (`responder.app`: a 304 to the
+ETag the group holds, a 429 ``cycle`` to a second download of a file within the cycle).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.manifest import Manifest
+from crlbuilder.store.lmdbstore import Store
+from tests.conftest import BIN
+from tests.test_crlimport import G1, make_crl, pki  # noqa: F401 (its PKI fixture)
+from tests.test_group_pull import Kikou, _group_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.real_clock]  # the held answer's timed wait
+
+
+@pytest.fixture
+def kikou() -> Iterator[Kikou]:
+    k = Kikou()
+    t = threading.Thread(target=k.server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield k
+    finally:
+        k.released.set()
+        k.server.shutdown()
+
+
+def _pull(group: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(group)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_a_first_pull_killed_after_its_first_import_keeps_what_it_imported(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The first pull of a group (no store yet) stages its store and put it in place only at
+    the end of its pass, after every issuer's files: killed after it had imported a full CRL
+    (here while it waits for the delta, as for another issuer's 2 GiB file), the next run swept
+    the staged store away and downloaded the file again, which the 機構 refuses within the
+    agreed cycle (429 ``cycle``, Ord §33(2)): no store at all for up to a cycle, and a download
+    counted twice. Now the store is in its place as soon as its first CRL is imported: the run
+    after the kill finds it, asks with its ETag, and the 機構 answers 304."""
+    g = _group_dir(pki, kikou, tmp_path)
+    full = make_crl(pki, G1, 10, [(5, 1, 1)], this_update=datetime.now(UTC) - timedelta(minutes=1))
+    kikou.files["/f.crl"] = ('"f10"', full)
+    kikou.held.add("/d.crl")
+    first = _pull(g)
+    try:
+        deadline = time.monotonic() + 60
+        while "/d.crl" not in kikou.gets() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert kikou.gets() == ["/f.crl", "/d.crl"]  # the full CRL is imported, committed
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    kikou.held.clear()
+    kikou.released.set()
+    kikou.limited["/f.crl"] = 3600  # downloaded a moment ago: the cycle refuses another
+    second = _pull(g)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert '"status": "unchanged"' in err, err  # asked with the ETag: 304, nothing counted
+    assert kikou.gets("/f.crl") == ["/f.crl", "/f.crl"]
+    store = Store.open(g / "store", readonly=True)  # what the responder reads
+    try:
+        with store.read() as r:
+            assert r.crl_state(1).number == 10
+    finally:
+        store.close()
+    assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
