@@ -51,7 +51,7 @@ class Kikou:
     def __init__(self) -> None:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.requests: list[tuple[str, str, str]] = []
-        self.limited: dict[str, int] = {}
+        self.limited: dict[str, int | str] = {}
         self.dripping: set[str] = set()
         """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
         self.held: set[str] = set()
@@ -479,6 +479,45 @@ def test_a_429_is_the_agreed_cycle_not_an_unreachable_kikou(
     assert "unreachable" not in log.getvalue()
     (pass_,) = [x for x in lines if x["event"] == "group-pass"]
     assert (pass_["status"], pass_["next_in"]) == ("ok", 30), pass_
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "said"),
+    [("999999999999", 60), ("99999999999", 60), ("\u00b2", 0), ("1e3", 0), ("-5", 0)],
+)
+@pytest.mark.parametrize("others_fail", [False, True])
+def test_a_retry_after_past_the_cycle_or_not_a_number_never_stops_the_feed(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    retry_after: str,
+    said: int,
+    others_fail: bool,
+) -> None:
+    """A Retry-After of 31,688 years made the pass raise OverflowError (the next try's date
+    past year 9999) and `pull --follow` exit; one past `threading.TIMEOUT_MAX` (292 years) made
+    its wait raise; one of a week would have held the pull a week (the wait was capped at the
+    cycle only when no other file failed); ``²`` (latin-1 0xB2, a digit to `str.isdigit`)
+    raised ValueError out of the pass. The 機構 never makes a group wait more than its cycle
+    (提供の周期, Ord §33(2)): a Retry-After is the delay-seconds of RFC 9110 §10.2.3 (ASCII
+    digits), taken up to the cycle; anything else is no Retry-After."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    kikou.files["/f.crl"] = ('"f12"', make_crl(pki, G1, 12, [(5, 1, 1), (7, 1, 1)]))
+    kikou.limited["/f.crl"] = retry_after
+    issuers = feed.setup.issuers if others_fail else feed.setup.issuers[:1]  # G2: 404, failed
+    setup = msgspec.structs.replace(feed.setup, issuers=issuers, cycle_seconds=60)
+    setup.directory = feed.setup.directory
+    log = io.StringIO()
+    following = GroupFeed(setup, feed.store, clock=lambda: NOW, log=log)
+    assert following.follow(threading.Event(), max_passes=1) == 1
+    lines = [msgspec.json.decode(x) for x in log.getvalue().splitlines()]
+    full = next(x for x in lines if x.get("kind") == "full" and x.get("issuer") == G1)
+    assert (full["status"], full["retry_after"]) == ("limited", said), full
+    at = (NOW + timedelta(seconds=said)).isoformat(timespec="seconds")
+    assert full["detail"].endswith(f"; next try at {at}"), full
+    (pass_,) = [x for x in lines if x["event"] == "group-pass"]
+    assert 1 <= pass_["next_in"] <= 60, pass_
 
 
 def test_a_pull_cut_by_its_deadline_leaves_the_group_as_it_was(

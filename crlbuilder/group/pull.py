@@ -87,6 +87,7 @@ __all__ = [
     "GroupFeed",
     "Outcome",
     "add_cli",
+    "delay_seconds",
     "fetch",
     "group_issuers",
     "read_token",
@@ -202,7 +203,7 @@ def fetch(
         raise FetchFailed(
             f"HTTP {e.code} {e.reason}",
             status=e.code,
-            retry_after=float(retry) if retry and retry.isdigit() else 0.0,
+            retry_after=delay_seconds(retry),
             rule=_rule(problem),
         ) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
@@ -211,6 +212,15 @@ def fetch(
             raise FetchFailed(cut_at_deadline(deadline, min_rate)) from None
         raise FetchFailed(f"cannot fetch: {type(e).__name__}: {reason}") from None
     return Fetched(body, etag)
+
+
+def delay_seconds(value: str | None) -> float:
+    """A Retry-After's delay-seconds (RFC 9110 §10.2.3: ASCII digits), 0.0 when it is none
+    (absent, an HTTP-date, ``²``, which `str.isdigit` takes for a digit and `float` refuses);
+    at most 10**15 (the caller bounds it by the cycle: `GroupFeed`)."""
+    if not value or not value.isascii() or not value.isdigit():
+        return 0.0
+    return float(value) if len(value) <= 15 else 1e15
 
 
 def _read_body(resp: http.client.HTTPResponse) -> bytes:
@@ -358,6 +368,9 @@ class GroupFeed:
                 got.body, as_of=self.clock(), source=issuer.id, expect=issuer.id, etag=got.etag
             )
         except FetchFailed as e:
+            # never more than the cycle: the 機構 never holds a group off longer (Ord §33(2)),
+            # and a Retry-After of centuries overflowed the next try's date and the wait
+            e.retry_after = min(e.retry_after, float(self.setup.cycle_seconds))
             if kind == "delta" and e.status == 404:
                 o.status, o.detail = "absent", "no delta CRL published"
             elif e.status == 429:
@@ -430,7 +443,7 @@ class GroupFeed:
             passes += 1
             failed = [o for o in outcomes if o.failed]
             limited = [o.retry_after for o in outcomes if o.status == "limited"]
-            if failed:
+            if failed:  # every retry_after is at most the cycle (`_file`)
                 backoff = min(cycle, backoff * 2 if backoff else BACKOFF_START)
                 wait = max(backoff, *(o.retry_after for o in failed), *limited)
             else:
