@@ -219,3 +219,22 @@ def test_a_broken_answer_for_one_issuer_does_not_end_the_pass(
     ]  # fmt: skip
     assert "BadStatusLine" in outcomes[0].detail
     assert len(seen) == 4
+
+
+def test_a_body_announced_over_the_most_accepted_is_refused_before_it_is_read(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """A 機構 announcing 3 GiB was read up to 2 GiB (held in memory, twice over at the join,
+    and up to 2,048 s at the least rate) before the pull refused it as too large: refused at
+    its Content-Length now, nothing read."""
+
+    def huge(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (3 << 30))
+        conn.sendall(b"x" * 65536)
+        time.sleep(3)
+
+    server = serve(huge)
+    t0 = time.monotonic()
+    with pytest.raises(FetchFailed, match=r"announces 3221225472 bytes, more than the 2147483648"):
+        fetch(server.url, "token", timeout=2.0, min_rate=1 << 20)
+    assert time.monotonic() - t0 < 1.5

@@ -225,7 +225,12 @@ def delay_seconds(value: str | None) -> float:
 
 def _read_body(resp: http.client.HTTPResponse) -> bytes:
     """The body, read a socket read at a time (`read1`) up to :data:`MAX_CRL_BYTES`
-    (FetchFailed past it); the connection's deadline bounds the time."""
+    (FetchFailed past it, or at once when its Content-Length says so: nothing read); the
+    connection's deadline bounds the time."""
+    if resp.length is not None and resp.length > MAX_CRL_BYTES:
+        raise FetchFailed(
+            f"the answer announces {resp.length} bytes, more than the {MAX_CRL_BYTES} accepted"
+        )
     parts: list[bytes] = []
     size = 0
     while chunk := resp.read1(_READ_CHUNK):
