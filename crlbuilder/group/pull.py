@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import sys
 import threading
@@ -231,14 +232,12 @@ def _read_body(resp: http.client.HTTPResponse) -> bytes:
         raise FetchFailed(
             f"the answer announces {resp.length} bytes, more than the {MAX_CRL_BYTES} accepted"
         )
-    parts: list[bytes] = []
-    size = 0
+    body = io.BytesIO()  # its buffer becomes the bytes returned: no second copy (joined parts were)
     while chunk := resp.read1(_READ_CHUNK):
-        size += len(chunk)
-        if size > MAX_CRL_BYTES:
+        if body.tell() + len(chunk) > MAX_CRL_BYTES:
             raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
-        parts.append(chunk)
-    return b"".join(parts)
+        body.write(chunk)
+    return body.getvalue()
 
 
 @dataclass(slots=True)
