@@ -619,3 +619,39 @@ def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: P
         live.discard()
         again.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_the_store_is_one_line_and_exit_1(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write the store cannot take (its disk or map full: `StoreWriteError`, the import
+    aborted, the store at its last commit) escaped `group pull` as a traceback, through
+    ``--follow`` too; it is one line naming the store and exit 1 now, as ``build`` says it."""
+    g = _group_dir(pki, kikou, tmp_path)
+    now = datetime.now(UTC)
+    kikou.files["/f.crl"] = (
+        '"f10"',
+        make_crl(pki, G1, 10, [], this_update=now - timedelta(minutes=1)),
+    )
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
+    assert run_pull(args) == 0
+    capsys.readouterr()
+    kikou.files["/f.crl"] = (
+        '"f12"',
+        make_crl(pki, G1, 12, [], this_update=now - timedelta(minutes=1)),
+    )
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sf.StoreWriteError(f"{g / 'store'}: the disk is full (MDB_MAP_FULL)")
+
+    monkeypatch.setattr(crlimport.CrlImporter, "import_der", full)
+    assert run_pull(args) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"crlbuilder group pull: error: {g / 'store'}: the disk is full (MDB_MAP_FULL)\n"
+    )
+    assert "Traceback" not in err

@@ -517,7 +517,8 @@ def add_cli(subparsers: Any) -> None:
 
 def run_pull(args: argparse.Namespace) -> int:
     """0: every file imported, unchanged or limited (by the agreement: asked again at the
-    next pass); 1: one refused or unreachable; 2: bad setup.
+    next pass); 1: one refused or unreachable, or a write the store could not take (its disk
+    full: one line, ``--follow`` ends too, its unit restarts it); 2: bad setup.
 
     The setup and the token are checked before the store is opened. A new store is staged
     beside its place and put there at the first CRL imported (`GroupFeed._publish`), so
@@ -562,6 +563,9 @@ def run_pull(args: argparse.Namespace) -> int:
     except sf.StoreFormatError as e:  # the new store could not be put in its place
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except sf.StoreWriteError as e:  # its disk or map full: the store at its last commit
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     finally:
         _close(feed.store)
 
