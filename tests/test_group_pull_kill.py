@@ -16,13 +16,15 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from crlbuilder.group.setup import dump_group_setup, load_group_setup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN
-from tests.test_crlimport import G1, make_crl, pki  # noqa: F401 (its PKI fixture)
-from tests.test_group_pull import Kikou, _group_dir
+from tests.test_crlimport import G1, G2, make_crl, pki  # noqa: F401 (its PKI fixture)
+from tests.test_group_pull import Kikou, _group_dir, cert_sha256, group_issuer
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]  # the held answer's timed wait
 
@@ -86,3 +88,48 @@ def test_a_first_pull_killed_after_its_first_import_keeps_what_it_imported(
     finally:
         store.close()
     assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
+
+
+def test_sigterm_ends_follow_after_the_issuer_it_is_fetching(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """SIGTERM (`systemctl stop`) set the loop's stop but the pass went on with every other
+    file (each up to its deadline: 30 s + its bytes' time by default) before it was looked
+    at, past the unit's 120 s stop timeout with a few slow files (then SIGKILL). The pass
+    ends after the issuer in flight now: here G1 (its delta cut at its 4 s), not G2's two
+    files (4 s each) after it."""
+    g = _group_dir(pki, kikou, tmp_path)
+    setup = load_group_setup(g)
+    setup.issuers.append(
+        msgspec.structs.replace(
+            group_issuer(pki, G2, 2, kikou.url, "2"),
+            sha256=cert_sha256(Path(group_issuer(pki, G2, 2, kikou.url, "2").cert)),
+        )
+    )
+    dump_group_setup(setup, g)
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    kikou.files["/f.crl"] = ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)], this_update=now))
+    kikou.held |= {"/d.crl", "/f2.crl", "/d2.crl"}
+    follow = subprocess.Popen(
+        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--follow",
+         "--timeout", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "/d.crl" not in kikou.gets() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "/d.crl" in kikou.gets()
+        t0 = time.monotonic()
+        follow.send_signal(signal.SIGTERM)
+        _, err = follow.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert follow.returncode == 0, err
+    assert kikou.gets() == ["/f.crl", "/d.crl"], err  # G2's files not asked
+    assert took < 8, took

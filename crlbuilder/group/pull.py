@@ -291,6 +291,10 @@ class GroupFeed:
     min_rate: int = MIN_RATE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     log: IO[str] = field(default_factory=lambda: sys.stderr)
+    stop: threading.Event | None = None
+    """Set (SIGTERM, `follow`'s ``stop``): the pass ends after the issuer whose files are in
+    flight (its full and delta CRL, which a new full CRL ties together: `pass_once`), not
+    after every issuer's (each file up to its deadline: past the unit's stop timeout)."""
     _stale: set[str] = field(default_factory=set)
     importer: CrlImporter = field(init=False)
 
@@ -312,6 +316,8 @@ class GroupFeed:
         token = self.token()
         out: list[Outcome] = []
         for issuer in self.fed():
+            if self.stop is not None and self.stop.is_set():  # stopping: no issuer more
+                break
             full = self._file(issuer, "full", token)
             delta = self._file(issuer, "delta", token)
             if delta.base_ahead:  # a new full CRL was published between the two fetches
@@ -435,6 +441,7 @@ class GroupFeed:
         """Passes until ``stop`` is set (or ``max_passes``): a cycle after a clean pass, a
         doubling backoff after a failed one. Returns the passes made."""
         cycle = float(self.setup.cycle_seconds)
+        self.stop = stop  # a pass in progress ends after the issuer in flight
         backoff = 0.0
         passes = 0
         while not stop.is_set():
