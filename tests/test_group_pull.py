@@ -605,19 +605,24 @@ def test_a_follow_whose_passes_fail_shows_no_store_until_its_first_import(
         store.close()
 
 
-def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_refuses_another(
+    tmp_path: Path,
+) -> None:
     place = tmp_path / "store"
-    live = Store.open_staged(place)
     crashed = Store.open_staged(place)
     crashed_path = crashed.path
     os.close(crashed.writer_lock.pop())  # its writer gone: its lock is free
     crashed.env.close()
-    again = Store.open_staged(place)
+    live = Store.open_staged(place)
     try:
         assert not crashed_path.exists() and live.path.exists() and not place.exists()
+        with pytest.raises(sf.StoreFormatError, match=rf"another .* at {live.path.name}\)"):
+            Store.open_staged(place)  # one writer at a time: a live one's staged store refuses
+        assert live.path.exists()
     finally:
         live.discard()
-        again.discard()
+    again = Store.open_staged(place)
+    again.discard()
     assert list(tmp_path.iterdir()) == []
 
 

@@ -133,3 +133,34 @@ def test_sigterm_ends_follow_after_the_issuer_it_is_fetching(
     assert follow.returncode == 0, err
     assert kikou.gets() == ["/f.crl", "/d.crl"], err  # G2's files not asked
     assert took < 8, took
+
+
+def test_a_second_pull_while_the_first_stages_the_store_is_refused(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two pulls on one store are refused once the store is in place (its writer's lock);
+    before, while the first one staged it (its first file still downloading), a second one
+    (a one-off `group pull` beside the unit's `--follow`) staged one of its own: both
+    downloaded every file (each counted by the 機構, the second refused 429 within the
+    cycle) and the second to finish could not put its store in place. Refused at once now,
+    naming the other writer, nothing asked of the 機構."""
+    g = _group_dir(pki, kikou, tmp_path)
+    kikou.held.add("/f.crl")
+    first = _pull(g)
+    try:
+        deadline = time.monotonic() + 60
+        while "/f.crl" not in kikou.gets() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert kikou.gets() == ["/f.crl"]
+        second = subprocess.run(
+            [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--timeout", "3"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+    assert second.returncode == 2, second.stderr
+    assert "another process is writing this store" in second.stderr, second.stderr
+    assert kikou.gets() == ["/f.crl"]  # the first one's only
