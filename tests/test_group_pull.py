@@ -287,9 +287,22 @@ def test_a_delta_with_a_critical_entry_extension_is_refused_whole(
     assert statuses(feed) == ["unchanged", "refused"]  # asked again, refused again
 
 
-def test_the_token_never_goes_over_plain_http_to_another_host() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://va.example/crl/x.crl",
+        # a host name that begins like a loopback address is a name like any other: it
+        # resolves wherever its owner says (127.0.0.1.nip.io-style names, 127.example)
+        "http://127.0.0.1.example.invalid/crl/x.crl",
+        "http://127.example.invalid/crl/x.crl",
+        "http://localhost.example.invalid/crl/x.crl",
+    ],
+)
+def test_the_token_never_goes_over_plain_http_to_another_host(url: str) -> None:
+    """A host name starting with ``127.`` passed the check as loopback: the token went in
+    clear to wherever the name resolved. Loopback is ``localhost`` or a loopback address."""
     with pytest.raises(FetchFailed, match="plain http"):
-        fetch("http://va.example/crl/x.crl", TOKEN)
+        fetch(url, TOKEN)
     with pytest.raises(FetchFailed, match="http"):
         fetch("file:///etc/passwd", TOKEN)
 

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import ipaddress
 import itertools
 import json
 import math
@@ -77,7 +76,7 @@ from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
-from crlbuilder.deadlinehttp import Deadline, opener
+from crlbuilder.deadlinehttp import Deadline, loopback_host, opener
 from crlbuilder.group.setup import GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.options import instant, transfer_rate
@@ -353,17 +352,6 @@ def source_label(source: str) -> str:
     return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects to http(s) URLs only (urllib would also follow one to ftp:)."""
 
@@ -427,7 +415,7 @@ def read_source(
         except OSError as e:
             raise ImportRefused(f"cannot read: {e.strerror}") from None
     url = urllib.parse.urlsplit(source)
-    if token is not None and url.scheme == "http" and not _loopback(url.hostname):
+    if token is not None and url.scheme == "http" and not loopback_host(url.hostname):
         raise ImportRefused(
             "refusing to send the bearer token over plain http to a non-loopback host"
         )

@@ -51,7 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -305,6 +305,13 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
     out: Path = args.out.resolve()
     if out.exists() and any(out.iterdir()):
         raise InitError(f"{out}: exists and is not empty (a group directory is made once)")
+    authority = urllib.parse.urlsplit(args.authority)
+    if authority.scheme == "http" and not loopback_host(authority.hostname):
+        raise InitError(
+            f"{args.authority}: plain http to a host other than loopback: the CA certificates "
+            "and the answer keys would be fetched, and the group's token sent, in clear; give "
+            "the 機構's https address"
+        )
     cert_path: Path = args.responder_cert.resolve()
     key_ref = str(args.responder_key)
     if not is_pkcs11_uri(key_ref):

@@ -75,7 +75,7 @@ from crlbuilder.crl.importer import (
     group_issuers,
     source_label,
 )
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
@@ -152,10 +152,6 @@ def _rule(body: bytes) -> str:
         return ""
 
 
-def _loopback(host: str | None) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or bool(host and host.startswith("127."))
-
-
 def fetch(
     url: str,
     token: str,
@@ -180,7 +176,7 @@ def fetch(
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
-    if u.scheme == "http" and not _loopback(u.hostname):
+    if u.scheme == "http" and not loopback_host(u.hostname):
         raise FetchFailed(
             "refusing to send the bearer token over plain http to a non-loopback host"
         )
