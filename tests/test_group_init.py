@@ -324,3 +324,16 @@ def test_the_relay_sends_the_token_over_plain_http_to_loopback_only(
     from responder.relayclient import token_url_refusal
 
     assert (token_url_refusal(url) is not None) == refused
+
+
+def test_keys_on_a_directory_that_is_no_group_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`crlbuilder group keys --group DIR` with no readable group.json exited 1 ("the work
+    failed") where `group pull` exits 2 and the command's help says 2 for a bad
+    configuration: a timer's failure looked like an unreachable 機構."""
+    assert keys_cmd(tmp_path / "nowhere") == 2
+    assert "cannot read the group setup" in capsys.readouterr().err
+    (tmp_path / "group.json").write_text("{")
+    assert keys_cmd(tmp_path) == 2
+    assert "invalid group setup" in capsys.readouterr().err

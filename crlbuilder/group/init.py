@@ -508,11 +508,8 @@ def _print_kids(setup: GroupSetup, out: Path) -> None:
 def refresh_keys(group: Path, confirmed: list[str] | None = None) -> tuple[set[str], set[str]]:
     """`crlbuilder group keys`: the 機構's ``/v1/keys`` pinned anew in the group directory
     (`answerkeys.refresh`: taken on the word of a key pinned now, or of ``confirmed``); the
-    kids added and dropped. InitError: nothing written."""
-    try:
-        setup = load_group_setup(group)
-    except GroupSetupError as e:
-        raise InitError(str(e)) from None
+    kids added and dropped. InitError (GroupSetupError: no group there): nothing written."""
+    setup = load_group_setup(group)
     pinned: dict[str, Any] = {}
     if setup.answer_keys:
         try:
@@ -560,9 +557,12 @@ def add_keys_cli(subparsers: Any) -> None:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    """0 pinned, 1 refused (nothing written)."""
+    """0 pinned, 1 refused (nothing written), 2 no group directory there (its group.json)."""
     try:
         added, dropped = refresh_keys(args.group, args.answer_kid)
+    except GroupSetupError as e:
+        print(f"crlbuilder group keys: error: {e}", file=sys.stderr)
+        return 2
     except InitError as e:
         print(f"crlbuilder group keys: error: {e}", file=sys.stderr)
         return 1
