@@ -43,6 +43,12 @@ from tests.test_crlimport_adversarial import entry, invalidity_ext, raw_crl, rea
 TOKEN = "group-token-for-tests"
 
 
+def token_file(path: Path, text: str) -> None:
+    """A token file as ``group init`` writes it: 0600 (`crlbuilder.tokenfile`)."""
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 class Kikou:
     """Files by path: (ETag, body); every request recorded as (method, path, Authorization);
     304 to an If-None-Match naming the file's ETag; ``limited`` paths answer 429 as the
@@ -142,7 +148,7 @@ def group_issuer(pki: Manifest, issuer: str, index: int, url: str, suffix: str) 
 @pytest.fixture
 def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  # noqa: F811
     """The group's feed of two issuers: G1 at /f.crl and /d.crl, G2 at /f2.crl and /d2.crl."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    token_file(tmp_path / "token", TOKEN + "\n")
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",
@@ -315,7 +321,7 @@ def test_import_crl_by_hand_on_a_group_appliance(
     """docs/operations.md: `crlbuilder import-crl --group DIR SOURCE` imports a file by hand into
     a group appliance's store, with the issuers (and indexes) of its group.json, its store and
     its token: a group has no pki.json, and the 機構's would number the issuers otherwise."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    token_file(tmp_path / "token", TOKEN + "\n")
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",
@@ -368,7 +374,7 @@ def _group_dir(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Path:  # noqa: F8
     """A group directory (group.json) whose issuer G1 is fed from ``kikou``."""
     g = tmp_path / "group"
     g.mkdir()
-    (g / "token").write_text(TOKEN + "\n")
+    token_file(g / "token", TOKEN + "\n")
     issuer = group_issuer(pki, G1, 1, kikou.url, "")
     issuer = msgspec.structs.replace(issuer, sha256=cert_sha256(Path(issuer.cert)))
     setup = GroupSetup(
@@ -673,3 +679,32 @@ def test_a_full_disk_under_the_store_is_one_line_and_exit_1(
         f"crlbuilder group pull: error: {g / 'store'}: the disk is full (MDB_MAP_FULL)\n"
     )
     assert "Traceback" not in err
+
+
+def test_a_token_file_others_may_read_or_not_a_file_is_refused(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The group's token (its credential for the 機構) was read whatever its mode (a copy made
+    0644 went on being used unnoticed, where every other secret of the product is refused so)
+    and however it was replaced: a named pipe held the pull in ``open`` for ever (SIGTERM
+    unheard). Refused now, exit 2, saying why; nothing asked of the 機構."""
+    g = _group_dir(pki, kikou, tmp_path)
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
+    (g / "token").chmod(0o644)
+    assert run_pull(args) == 2
+    err = capsys.readouterr().err
+    assert "mode 0644 lets group or others read it: it must be 0600" in err, err
+    assert TOKEN not in err
+    (g / "token").unlink()
+    os.mkfifo(g / "token", 0o600)
+    rcs: list[int] = []
+    t = threading.Thread(target=lambda: rcs.append(run_pull(args)), daemon=True)
+    t.start()
+    t.join(20)
+    assert rcs == [2]  # not held in open() by a pipe nobody writes
+    assert "the token file is not a regular file" in capsys.readouterr().err
+    assert kikou.requests == []
+    assert not (g / "store").exists()

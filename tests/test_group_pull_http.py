@@ -26,7 +26,7 @@ from crlbuilder.group.setup import GroupSetup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
 from tests.test_crlimport import G1, G2, NOW, pki  # noqa: F401 (its PKI fixture)
-from tests.test_group_pull import group_issuer
+from tests.test_group_pull import group_issuer, token_file
 
 Script = Callable[[socket.socket], None]
 
@@ -203,7 +203,7 @@ def test_a_broken_answer_for_one_issuer_does_not_end_the_pass(
 
     server = serve(script)
     base = server.url.rsplit("/", 2)[0]
-    (tmp_path / "token").write_text("token\n")
+    token_file(tmp_path / "token", "token\n")
     setup = GroupSetup(
         group_id="g", authority=base, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",

@@ -35,7 +35,7 @@ from responder.config import (
 )
 from responder.http import Request, Response
 from tests.test_crlimport import G1, G2, make_crl, pki  # noqa: F401 (its PKI fixture)
-from tests.test_group_pull import TOKEN, Kikou, kikou  # noqa: F401 (its fixture)
+from tests.test_group_pull import TOKEN, Kikou, kikou, token_file  # noqa: F401 (its fixture)
 
 AUTH = "auth-card-g1"
 
@@ -57,7 +57,7 @@ def group(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Path:  # noqa: F811
     pull imported G1's CRL; G2's files the 機構 did not serve."""
     g = tmp_path / "group"
     g.mkdir()
-    (g / "token").write_text(TOKEN + "\n")
+    token_file(g / "token", TOKEN + "\n")
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=60,
         responder_cert=str(pki.path(pki.group_responder_cert)),

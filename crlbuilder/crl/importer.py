@@ -84,6 +84,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
 from crlbuilder.store.writer import Commit
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 
 __all__ = [
     "CLOCK_SKEW",
@@ -1049,12 +1050,9 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
     token: str | None = None
     if args.token_file is not None:
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"{prog}: error: {args.token_file}: cannot read the token file: {e}", file=out)
-            return 2
-        if not token:
-            print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
+            token = read_token_file(args.token_file)
+        except TokenFileError as e:
+            print(f"{prog}: error: {e}", file=out)
             return 2
     try:
         store = Store.open(args.store, readonly=False)

@@ -80,6 +80,7 @@ from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, loa
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 
 __all__ = [
     "MIN_RATE",
@@ -472,15 +473,12 @@ class GroupFeed:
 
 
 def read_token(setup: GroupSetup) -> str:
-    """The group's bearer token from its file, or GroupSetupError."""
-    path = setup.path(setup.token_file)
+    """The group's bearer token from its file (`crlbuilder.tokenfile`: a regular file, 0600),
+    or GroupSetupError."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GroupSetupError(f"{path}: cannot read the token file: {e}") from None
-    if not token:
-        raise GroupSetupError(f"{path}: the token file is empty")
-    return token
+        return read_token_file(setup.path(setup.token_file))
+    except TokenFileError as e:
+        raise GroupSetupError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------
