@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import ipaddress
 import socket
 import ssl
 import sys
@@ -40,7 +41,23 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Connection", "Deadline", "NoRedirects", "opener"]
+__all__ = ["Connection", "Deadline", "NoRedirects", "loopback_host", "opener"]
+
+
+def loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a URL's, as `urllib.parse.urlsplit` gives it) names this machine:
+    ``localhost`` or a loopback address (127.0.0.0/8, ::1). The one place that lets a
+    credential go over plain http (the group's token: ``group init``, ``group pull``,
+    ``import-crl``, the relay). A name is never taken by its look: ``127.0.0.1.example``
+    resolves wherever its owner says."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Deadline:

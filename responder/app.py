@@ -858,7 +858,7 @@ class JpkiApp:
         # node that can (one whose builder still runs, one given the renewed delegate), as a
         # restarted worker would refuse to start with that signer at all.
         views = self.ocsp.by_index.values()
-        stale = [v.id for v in views if 0 < self.ocsp.fresh_until(v.index) <= now]
+        stale = [v.id for v in views if self.ocsp.stale(v, now)]
         expired = [v.id for v in views if self.ocsp.signer_expired(v, now)]
         if stale or expired:
             why = ([f"stale data for {', '.join(stale)}"] if stale else []) + (

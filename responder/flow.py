@@ -518,6 +518,16 @@ class OcspFlow:
         """The nextUpdate the builder promised for an issuer, as of the last `refresh`."""
         return self._fresh_until.get(issuer_index, 0)
 
+    def stale(self, view: IssuerView, now: int) -> bool:
+        """Whether ``view``'s data cannot be answered from at ``now``, as of the last
+        `refresh`: past the nextUpdate promised, or (a group appliance) a signature issuer no
+        CRL of which was imported (`never_fed`: every answer ``tryLater``, as a stale one's).
+        An auth issuer of a group is never fed (Act §20(1)) and never stale: its certificates
+        are refused, not answered. What `/readyz` and ``jpkiva_stale_issuer`` say."""
+        if view.family.is_sign and view.index in self._never_fed:
+            return True
+        return 0 < self.fresh_until(view.index) <= now
+
     def remember(self, job: SignJob, ready: Ready) -> None:
         """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID).
 

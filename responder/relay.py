@@ -86,6 +86,7 @@ from crlbuilder.group.setup import GroupSetup
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ReadSource
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 from responder import access, policy
 from responder.http import Request, Response
 from responder.limits import Wait
@@ -506,9 +507,9 @@ class RecordInfoRelay:
             return Failed.UNREACHABLE  # abandoned before its turn: nothing sent, nobody waits
         try:
             try:
-                token = self.setup.path(self.setup.token_file).read_text(encoding="utf-8").strip()
-            except OSError as e:
-                _log.error("record_info_relay_no_token", extra={"fields": {"error": e.strerror}})
+                token = read_token_file(self.setup.path(self.setup.token_file))
+            except TokenFileError as e:  # its path and why, never its bytes
+                _log.error("record_info_relay_no_token", extra={"fields": {"error": str(e)}})
                 return Failed.UNREACHABLE
             return ask(self.url, body, token, timeout=self.timeout, limit=MAX_ANSWER)
         finally:

@@ -30,7 +30,7 @@ import ssl
 import urllib.parse
 from typing import Final, NamedTuple
 
-from crlbuilder.deadlinehttp import Connection, Deadline
+from crlbuilder.deadlinehttp import Connection, Deadline, loopback_host
 
 __all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
 
@@ -55,17 +55,13 @@ class Failed(enum.Enum):
     INSECURE = "insecure"
 
 
-def _loopback(host: str | None) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or bool(host and host.startswith("127."))
-
-
 def token_url_refusal(url: str) -> str | None:
     """Why the group's token may not be sent to ``url`` (None: it may): an http(s) URL, and
     plain http only to a loopback host (the token would cross the network in clear)."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         return "the 機構's URL is not an http(s) URL"
-    if u.scheme == "http" and not _loopback(u.hostname):
+    if u.scheme == "http" and not loopback_host(u.hostname):
         return "the 機構's URL is plain http to a host other than loopback: the token is not sent"
     return None
 

@@ -693,6 +693,7 @@ def test_url_source_with_bearer_token(server: _Server, tmp_path: Path, pki: Mani
     server.files["/g2.crl"] = make_crl(pki, G2, 1, [(5, at(1), 1), (6, at(2), 4)])
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)  # a credential: refused when group or others may read it
     store = tmp_path / "store"
     url = f"{server.base}/g2.crl?client=appliance-1"
     r = run(store, pki, url, extra=["--token-file", str(token_file)])
@@ -705,6 +706,7 @@ def test_url_source_with_bearer_token(server: _Server, tmp_path: Path, pki: Mani
     before = dump_store(store)
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token")
+    wrong.chmod(0o600)
     refused(run(store, pki, url, extra=["--token-file", str(wrong)]), "HTTP 401")
     refused(run(store, pki, url), "HTTP 401")
     refused(run(store, pki, f"{server.base}/nothing.crl", extra=["--token-file", str(token_file)]), "HTTP 404")  # fmt: skip

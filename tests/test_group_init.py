@@ -289,3 +289,51 @@ def test_a_redirect_is_not_followed_and_nothing_is_pinned(
         finally:
             server.shutdown()
             server.server_close()
+
+
+@pytest.mark.parametrize("url", ["http://va.example.invalid", "http://127.0.0.1.example.invalid"])
+def test_init_refuses_a_kikou_over_plain_http_to_another_host(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """init fetched the CA certificates (what every CRL is verified with) and the answer keys
+    in clear from such an address, and wrote a group whose every pull then refused to send
+    the token there. Refused at once, nothing fetched or written; as the pull and the relay,
+    plain http only to loopback."""
+    pki, _ = demo_pki
+    assert init(pki, url, tmp_path / "g", []) == 1
+    err = capsys.readouterr().err
+    assert "plain http to a host other than loopback" in err, err
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:8080", False),
+        ("http://[::1]:8080", False),
+        ("http://localhost:8080", False),
+        ("https://va.example", False),
+        ("http://127.0.0.1.example.invalid", True),
+        ("http://127.example.invalid", True),
+        ("http://va.example", True),
+    ],
+)
+def test_the_relay_sends_the_token_over_plain_http_to_loopback_only(
+    url: str, refused: bool
+) -> None:
+    from responder.relayclient import token_url_refusal
+
+    assert (token_url_refusal(url) is not None) == refused
+
+
+def test_keys_on_a_directory_that_is_no_group_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`crlbuilder group keys --group DIR` with no readable group.json exited 1 ("the work
+    failed") where `group pull` exits 2 and the command's help says 2 for a bad
+    configuration: a timer's failure looked like an unreachable 機構."""
+    assert keys_cmd(tmp_path / "nowhere") == 2
+    assert "cannot read the group setup" in capsys.readouterr().err
+    (tmp_path / "group.json").write_text("{")
+    assert keys_cmd(tmp_path) == 2
+    assert "invalid group setup" in capsys.readouterr().err

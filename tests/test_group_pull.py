@@ -43,6 +43,12 @@ from tests.test_crlimport_adversarial import entry, invalidity_ext, raw_crl, rea
 TOKEN = "group-token-for-tests"
 
 
+def token_file(path: Path, text: str) -> None:
+    """A token file as ``group init`` writes it: 0600 (`crlbuilder.tokenfile`)."""
+    path.write_text(text)
+    path.chmod(0o600)
+
+
 class Kikou:
     """Files by path: (ETag, body); every request recorded as (method, path, Authorization);
     304 to an If-None-Match naming the file's ETag; ``limited`` paths answer 429 as the
@@ -51,9 +57,12 @@ class Kikou:
     def __init__(self) -> None:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.requests: list[tuple[str, str, str]] = []
-        self.limited: dict[str, int] = {}
+        self.limited: dict[str, int | str] = {}
         self.dripping: set[str] = set()
         """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
+        self.held: set[str] = set()
+        """Paths whose GET is recorded, then held until `release` (at most 60 s), then a 404."""
+        self.released = threading.Event()
         kikou = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,6 +70,10 @@ class Kikou:
                 kikou.requests.append(
                     (self.command, self.path, self.headers.get("Authorization", ""))
                 )
+                if self.path in kikou.held:
+                    kikou.released.wait(60)
+                    self.send_error(404)
+                    return
                 got = kikou.files.get(self.path)
                 if got and self.headers.get("If-None-Match") == got[0]:
                     self.send_response(304)
@@ -135,7 +148,7 @@ def group_issuer(pki: Manifest, issuer: str, index: int, url: str, suffix: str) 
 @pytest.fixture
 def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  # noqa: F811
     """The group's feed of two issuers: G1 at /f.crl and /d.crl, G2 at /f2.crl and /d2.crl."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    token_file(tmp_path / "token", TOKEN + "\n")
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",
@@ -280,9 +293,22 @@ def test_a_delta_with_a_critical_entry_extension_is_refused_whole(
     assert statuses(feed) == ["unchanged", "refused"]  # asked again, refused again
 
 
-def test_the_token_never_goes_over_plain_http_to_another_host() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://va.example/crl/x.crl",
+        # a host name that begins like a loopback address is a name like any other: it
+        # resolves wherever its owner says (127.0.0.1.nip.io-style names, 127.example)
+        "http://127.0.0.1.example.invalid/crl/x.crl",
+        "http://127.example.invalid/crl/x.crl",
+        "http://localhost.example.invalid/crl/x.crl",
+    ],
+)
+def test_the_token_never_goes_over_plain_http_to_another_host(url: str) -> None:
+    """A host name starting with ``127.`` passed the check as loopback: the token went in
+    clear to wherever the name resolved. Loopback is ``localhost`` or a loopback address."""
     with pytest.raises(FetchFailed, match="plain http"):
-        fetch("http://va.example/crl/x.crl", TOKEN)
+        fetch(url, TOKEN)
     with pytest.raises(FetchFailed, match="http"):
         fetch("file:///etc/passwd", TOKEN)
 
@@ -295,7 +321,7 @@ def test_import_crl_by_hand_on_a_group_appliance(
     """docs/operations.md: `crlbuilder import-crl --group DIR SOURCE` imports a file by hand into
     a group appliance's store, with the issuers (and indexes) of its group.json, its store and
     its token: a group has no pki.json, and the 機構's would number the issuers otherwise."""
-    (tmp_path / "token").write_text(TOKEN + "\n")
+    token_file(tmp_path / "token", TOKEN + "\n")
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",
@@ -348,7 +374,7 @@ def _group_dir(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Path:  # noqa: F8
     """A group directory (group.json) whose issuer G1 is fed from ``kikou``."""
     g = tmp_path / "group"
     g.mkdir()
-    (g / "token").write_text(TOKEN + "\n")
+    token_file(g / "token", TOKEN + "\n")
     issuer = group_issuer(pki, G1, 1, kikou.url, "")
     issuer = msgspec.structs.replace(issuer, sha256=cert_sha256(Path(issuer.cert)))
     setup = GroupSetup(
@@ -474,6 +500,45 @@ def test_a_429_is_the_agreed_cycle_not_an_unreachable_kikou(
     assert (pass_["status"], pass_["next_in"]) == ("ok", 30), pass_
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "said"),
+    [("999999999999", 60), ("99999999999", 60), ("\u00b2", 0), ("1e3", 0), ("-5", 0)],
+)
+@pytest.mark.parametrize("others_fail", [False, True])
+def test_a_retry_after_past_the_cycle_or_not_a_number_never_stops_the_feed(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    retry_after: str,
+    said: int,
+    others_fail: bool,
+) -> None:
+    """A Retry-After of 31,688 years made the pass raise OverflowError (the next try's date
+    past year 9999) and `pull --follow` exit; one past `threading.TIMEOUT_MAX` (292 years) made
+    its wait raise; one of a week would have held the pull a week (the wait was capped at the
+    cycle only when no other file failed); ``²`` (latin-1 0xB2, a digit to `str.isdigit`)
+    raised ValueError out of the pass. The 機構 never makes a group wait more than its cycle
+    (提供の周期, Ord §33(2)): a Retry-After is the delay-seconds of RFC 9110 §10.2.3 (ASCII
+    digits), taken up to the cycle; anything else is no Retry-After."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    kikou.files["/f.crl"] = ('"f12"', make_crl(pki, G1, 12, [(5, 1, 1), (7, 1, 1)]))
+    kikou.limited["/f.crl"] = retry_after
+    issuers = feed.setup.issuers if others_fail else feed.setup.issuers[:1]  # G2: 404, failed
+    setup = msgspec.structs.replace(feed.setup, issuers=issuers, cycle_seconds=60)
+    setup.directory = feed.setup.directory
+    log = io.StringIO()
+    following = GroupFeed(setup, feed.store, clock=lambda: NOW, log=log)
+    assert following.follow(threading.Event(), max_passes=1) == 1
+    lines = [msgspec.json.decode(x) for x in log.getvalue().splitlines()]
+    full = next(x for x in lines if x.get("kind") == "full" and x.get("issuer") == G1)
+    assert (full["status"], full["retry_after"]) == ("limited", said), full
+    at = (NOW + timedelta(seconds=said)).isoformat(timespec="seconds")
+    assert full["detail"].endswith(f"; next try at {at}"), full
+    (pass_,) = [x for x in lines if x["event"] == "group-pass"]
+    assert 1 <= pass_["next_in"] <= 60, pass_
+
+
 def test_a_pull_cut_by_its_deadline_leaves_the_group_as_it_was(
     feed: GroupFeed,
     kikou: Kikou,
@@ -559,17 +624,87 @@ def test_a_follow_whose_passes_fail_shows_no_store_until_its_first_import(
         store.close()
 
 
-def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_refuses_another(
+    tmp_path: Path,
+) -> None:
     place = tmp_path / "store"
-    live = Store.open_staged(place)
     crashed = Store.open_staged(place)
     crashed_path = crashed.path
     os.close(crashed.writer_lock.pop())  # its writer gone: its lock is free
     crashed.env.close()
-    again = Store.open_staged(place)
+    live = Store.open_staged(place)
     try:
         assert not crashed_path.exists() and live.path.exists() and not place.exists()
+        with pytest.raises(sf.StoreFormatError, match=rf"another .* at {live.path.name}\)"):
+            Store.open_staged(place)  # one writer at a time: a live one's staged store refuses
+        assert live.path.exists()
     finally:
         live.discard()
-        again.discard()
+    again = Store.open_staged(place)
+    again.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_under_the_store_is_one_line_and_exit_1(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write the store cannot take (its disk or map full: `StoreWriteError`, the import
+    aborted, the store at its last commit) escaped `group pull` as a traceback, through
+    ``--follow`` too; it is one line naming the store and exit 1 now, as ``build`` says it."""
+    g = _group_dir(pki, kikou, tmp_path)
+    now = datetime.now(UTC)
+    kikou.files["/f.crl"] = (
+        '"f10"',
+        make_crl(pki, G1, 10, [], this_update=now - timedelta(minutes=1)),
+    )
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
+    assert run_pull(args) == 0
+    capsys.readouterr()
+    kikou.files["/f.crl"] = (
+        '"f12"',
+        make_crl(pki, G1, 12, [], this_update=now - timedelta(minutes=1)),
+    )
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise sf.StoreWriteError(f"{g / 'store'}: the disk is full (MDB_MAP_FULL)")
+
+    monkeypatch.setattr(crlimport.CrlImporter, "import_der", full)
+    assert run_pull(args) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(
+        f"crlbuilder group pull: error: {g / 'store'}: the disk is full (MDB_MAP_FULL)\n"
+    )
+    assert "Traceback" not in err
+
+
+def test_a_token_file_others_may_read_or_not_a_file_is_refused(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The group's token (its credential for the 機構) was read whatever its mode (a copy made
+    0644 went on being used unnoticed, where every other secret of the product is refused so)
+    and however it was replaced: a named pipe held the pull in ``open`` for ever (SIGTERM
+    unheard). Refused now, exit 2, saying why; nothing asked of the 機構."""
+    g = _group_dir(pki, kikou, tmp_path)
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
+    (g / "token").chmod(0o644)
+    assert run_pull(args) == 2
+    err = capsys.readouterr().err
+    assert "mode 0644 lets group or others read it: it must be 0600" in err, err
+    assert TOKEN not in err
+    (g / "token").unlink()
+    os.mkfifo(g / "token", 0o600)
+    rcs: list[int] = []
+    t = threading.Thread(target=lambda: rcs.append(run_pull(args)), daemon=True)
+    t.start()
+    t.join(20)
+    assert rcs == [2]  # not held in open() by a pipe nobody writes
+    assert "the token file is not a regular file" in capsys.readouterr().err
+    assert kikou.requests == []
+    assert not (g / "store").exists()

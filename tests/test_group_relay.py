@@ -267,6 +267,7 @@ class Group:
         **kw: Any,
     ) -> None:  # fmt: skip
         (tmp / "authority.token").write_text("the-groups-token\n")
+        (tmp / "authority.token").chmod(0o600)  # as group init writes it
         (tmp / KEYS_NAME).write_bytes(KIKOU_KEY.jwks)  # what group init pinned
         setup = GroupSetup(
             group_id=GROUP, authority=url, token_file="authority.token", cycle_seconds=60,
@@ -547,6 +548,21 @@ def test_the_token_never_crosses_plain_http_to_another_host(
         assert time.monotonic() - t0 < 1.0  # refused before any connection was tried
     finally:
         g.close()
+
+
+def test_a_token_file_others_may_read_is_not_sent(
+    group: Group, kikou: Kikou, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay read the group's token whatever its mode (every other secret of the product
+    is refused when group or others may read it): 502 now, nothing sent, logged with the
+    file's path and why, never the token."""
+    (tmp_path / "authority.token").chmod(0o640)
+    resp, body = group.run(ASKED)
+    assert resp.status == 502, body
+    assert kikou.seen == []
+    logged = [r for r in caplog.records if r.msg == "record_info_relay_no_token"]
+    assert logged and "mode 0640 lets group or others read it" in str(logged[0].__dict__)
+    assert "the-groups-token" not in caplog.text
 
 
 # --- a slow, silent or absent 機構 ------------------------------------------------------------

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
-import ipaddress
 import itertools
 import json
 import math
@@ -77,7 +76,7 @@ from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
-from crlbuilder.deadlinehttp import Deadline, opener
+from crlbuilder.deadlinehttp import Deadline, loopback_host, opener
 from crlbuilder.group.setup import GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.options import instant, transfer_rate
@@ -85,6 +84,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
 from crlbuilder.store.writer import Commit
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 
 __all__ = [
     "CLOCK_SKEW",
@@ -353,17 +353,6 @@ def source_label(source: str) -> str:
     return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
 
 
-def _loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects to http(s) URLs only (urllib would also follow one to ftp:)."""
 
@@ -427,7 +416,7 @@ def read_source(
         except OSError as e:
             raise ImportRefused(f"cannot read: {e.strerror}") from None
     url = urllib.parse.urlsplit(source)
-    if token is not None and url.scheme == "http" and not _loopback(url.hostname):
+    if token is not None and url.scheme == "http" and not loopback_host(url.hostname):
         raise ImportRefused(
             "refusing to send the bearer token over plain http to a non-loopback host"
         )
@@ -1061,12 +1050,9 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
     token: str | None = None
     if args.token_file is not None:
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            print(f"{prog}: error: {args.token_file}: cannot read the token file: {e}", file=out)
-            return 2
-        if not token:
-            print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
+            token = read_token_file(args.token_file)
+        except TokenFileError as e:
+            print(f"{prog}: error: {e}", file=out)
             return 2
     try:
         store = Store.open(args.store, readonly=False)

@@ -51,7 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -305,6 +305,13 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
     out: Path = args.out.resolve()
     if out.exists() and any(out.iterdir()):
         raise InitError(f"{out}: exists and is not empty (a group directory is made once)")
+    authority = urllib.parse.urlsplit(args.authority)
+    if authority.scheme == "http" and not loopback_host(authority.hostname):
+        raise InitError(
+            f"{args.authority}: plain http to a host other than loopback: the CA certificates "
+            "and the answer keys would be fetched, and the group's token sent, in clear; give "
+            "the 機構's https address"
+        )
     cert_path: Path = args.responder_cert.resolve()
     key_ref = str(args.responder_key)
     if not is_pkcs11_uri(key_ref):
@@ -501,11 +508,8 @@ def _print_kids(setup: GroupSetup, out: Path) -> None:
 def refresh_keys(group: Path, confirmed: list[str] | None = None) -> tuple[set[str], set[str]]:
     """`crlbuilder group keys`: the 機構's ``/v1/keys`` pinned anew in the group directory
     (`answerkeys.refresh`: taken on the word of a key pinned now, or of ``confirmed``); the
-    kids added and dropped. InitError: nothing written."""
-    try:
-        setup = load_group_setup(group)
-    except GroupSetupError as e:
-        raise InitError(str(e)) from None
+    kids added and dropped. InitError (GroupSetupError: no group there): nothing written."""
+    setup = load_group_setup(group)
     pinned: dict[str, Any] = {}
     if setup.answer_keys:
         try:
@@ -553,9 +557,12 @@ def add_keys_cli(subparsers: Any) -> None:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    """0 pinned, 1 refused (nothing written)."""
+    """0 pinned, 1 refused (nothing written), 2 no group directory there (its group.json)."""
     try:
         added, dropped = refresh_keys(args.group, args.answer_kid)
+    except GroupSetupError as e:
+        print(f"crlbuilder group keys: error: {e}", file=sys.stderr)
+        return 2
     except InitError as e:
         print(f"crlbuilder group keys: error: {e}", file=sys.stderr)
         return 1

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import sys
 import threading
@@ -74,11 +75,12 @@ from crlbuilder.crl.importer import (
     group_issuers,
     source_label,
 )
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 
 __all__ = [
     "MIN_RATE",
@@ -87,6 +89,7 @@ __all__ = [
     "GroupFeed",
     "Outcome",
     "add_cli",
+    "delay_seconds",
     "fetch",
     "group_issuers",
     "read_token",
@@ -150,10 +153,6 @@ def _rule(body: bytes) -> str:
         return ""
 
 
-def _loopback(host: str | None) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or bool(host and host.startswith("127."))
-
-
 def fetch(
     url: str,
     token: str,
@@ -178,7 +177,7 @@ def fetch(
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
-    if u.scheme == "http" and not _loopback(u.hostname):
+    if u.scheme == "http" and not loopback_host(u.hostname):
         raise FetchFailed(
             "refusing to send the bearer token over plain http to a non-loopback host"
         )
@@ -202,7 +201,7 @@ def fetch(
         raise FetchFailed(
             f"HTTP {e.code} {e.reason}",
             status=e.code,
-            retry_after=float(retry) if retry and retry.isdigit() else 0.0,
+            retry_after=delay_seconds(retry),
             rule=_rule(problem),
         ) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
@@ -213,17 +212,29 @@ def fetch(
     return Fetched(body, etag)
 
 
+def delay_seconds(value: str | None) -> float:
+    """A Retry-After's delay-seconds (RFC 9110 §10.2.3: ASCII digits), 0.0 when it is none
+    (absent, an HTTP-date, ``²``, which `str.isdigit` takes for a digit and `float` refuses);
+    at most 10**15 (the caller bounds it by the cycle: `GroupFeed`)."""
+    if not value or not value.isascii() or not value.isdigit():
+        return 0.0
+    return float(value) if len(value) <= 15 else 1e15
+
+
 def _read_body(resp: http.client.HTTPResponse) -> bytes:
     """The body, read a socket read at a time (`read1`) up to :data:`MAX_CRL_BYTES`
-    (FetchFailed past it); the connection's deadline bounds the time."""
-    parts: list[bytes] = []
-    size = 0
+    (FetchFailed past it, or at once when its Content-Length says so: nothing read); the
+    connection's deadline bounds the time."""
+    if resp.length is not None and resp.length > MAX_CRL_BYTES:
+        raise FetchFailed(
+            f"the answer announces {resp.length} bytes, more than the {MAX_CRL_BYTES} accepted"
+        )
+    body = io.BytesIO()  # its buffer becomes the bytes returned: no second copy (joined parts were)
     while chunk := resp.read1(_READ_CHUNK):
-        size += len(chunk)
-        if size > MAX_CRL_BYTES:
+        if body.tell() + len(chunk) > MAX_CRL_BYTES:
             raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
-        parts.append(chunk)
-    return b"".join(parts)
+        body.write(chunk)
+    return body.getvalue()
 
 
 @dataclass(slots=True)
@@ -277,6 +288,10 @@ class GroupFeed:
     min_rate: int = MIN_RATE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     log: IO[str] = field(default_factory=lambda: sys.stderr)
+    stop: threading.Event | None = None
+    """Set (SIGTERM, `follow`'s ``stop``): the pass ends after the issuer whose files are in
+    flight (its full and delta CRL, which a new full CRL ties together: `pass_once`), not
+    after every issuer's (each file up to its deadline: past the unit's stop timeout)."""
     _stale: set[str] = field(default_factory=set)
     importer: CrlImporter = field(init=False)
 
@@ -298,6 +313,8 @@ class GroupFeed:
         token = self.token()
         out: list[Outcome] = []
         for issuer in self.fed():
+            if self.stop is not None and self.stop.is_set():  # stopping: no issuer more
+                break
             full = self._file(issuer, "full", token)
             delta = self._file(issuer, "delta", token)
             if delta.base_ahead:  # a new full CRL was published between the two fetches
@@ -313,13 +330,15 @@ class GroupFeed:
             out += (full, delta)
             for o in (full, delta):
                 self._emit(o.as_dict())
-        self._publish()
         self._check_stale()
         return out
 
     def _publish(self) -> None:
         """A new store is staged until its first CRL is imported, then put in its place
-        (`Store.open_staged`): never an empty one in the meantime."""
+        (`Store.open_staged`) at once, before any other file is fetched: never an empty one
+        in the meantime, and a pull killed later in its pass leaves what it imported where the
+        next run finds it (a staged store is swept by the next run, and the file downloaded
+        again, which the 機構 refuses within the agreed cycle: no store for up to a cycle)."""
         if self.store.staged_for is None:
             return
         with self.store.read() as r:
@@ -356,6 +375,9 @@ class GroupFeed:
                 got.body, as_of=self.clock(), source=issuer.id, expect=issuer.id, etag=got.etag
             )
         except FetchFailed as e:
+            # never more than the cycle: the 機構 never holds a group off longer (Ord §33(2)),
+            # and a Retry-After of centuries overflowed the next try's date and the wait
+            e.retry_after = min(e.retry_after, float(self.setup.cycle_seconds))
             if kind == "delta" and e.status == 404:
                 o.status, o.detail = "absent", "no delta CRL published"
             elif e.status == 429:
@@ -382,6 +404,7 @@ class GroupFeed:
         o.commit, o.added, o.updated, o.removed = (
             result.commit, result.added, result.updated, result.removed,
         )  # fmt: skip
+        self._publish()  # in place now, not at the pass's end: a kill meanwhile loses nothing
         return o
 
     def pulled(self, issuer: GroupIssuer, kind: Kind) -> sf.PulledFile | None:
@@ -415,6 +438,7 @@ class GroupFeed:
         """Passes until ``stop`` is set (or ``max_passes``): a cycle after a clean pass, a
         doubling backoff after a failed one. Returns the passes made."""
         cycle = float(self.setup.cycle_seconds)
+        self.stop = stop  # a pass in progress ends after the issuer in flight
         backoff = 0.0
         passes = 0
         while not stop.is_set():
@@ -427,7 +451,7 @@ class GroupFeed:
             passes += 1
             failed = [o for o in outcomes if o.failed]
             limited = [o.retry_after for o in outcomes if o.status == "limited"]
-            if failed:
+            if failed:  # every retry_after is at most the cycle (`_file`)
                 backoff = min(cycle, backoff * 2 if backoff else BACKOFF_START)
                 wait = max(backoff, *(o.retry_after for o in failed), *limited)
             else:
@@ -449,15 +473,12 @@ class GroupFeed:
 
 
 def read_token(setup: GroupSetup) -> str:
-    """The group's bearer token from its file, or GroupSetupError."""
-    path = setup.path(setup.token_file)
+    """The group's bearer token from its file (`crlbuilder.tokenfile`: a regular file, 0600),
+    or GroupSetupError."""
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GroupSetupError(f"{path}: cannot read the token file: {e}") from None
-    if not token:
-        raise GroupSetupError(f"{path}: the token file is empty")
-    return token
+        return read_token_file(setup.path(setup.token_file))
+    except TokenFileError as e:
+        raise GroupSetupError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -497,7 +518,8 @@ def add_cli(subparsers: Any) -> None:
 
 def run_pull(args: argparse.Namespace) -> int:
     """0: every file imported, unchanged or limited (by the agreement: asked again at the
-    next pass); 1: one refused or unreachable; 2: bad setup.
+    next pass); 1: one refused or unreachable, or a write the store could not take (its disk
+    full: one line, ``--follow`` ends too, its unit restarts it); 2: bad setup.
 
     The setup and the token are checked before the store is opened. A new store is staged
     beside its place and put there at the first CRL imported (`GroupFeed._publish`), so
@@ -542,6 +564,9 @@ def run_pull(args: argparse.Namespace) -> int:
     except sf.StoreFormatError as e:  # the new store could not be put in its place
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    except sf.StoreWriteError as e:  # its disk or map full: the store at its last commit
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     finally:
         _close(feed.store)
 

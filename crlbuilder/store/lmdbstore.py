@@ -113,12 +113,18 @@ class Store:
         moved into place by `publish`: a writer that may import nothing for a while (a
         ``group pull --follow`` whose passes fail) never shows an empty store to a responder
         or an operator. Staged stores that a crashed writer left (their lock free) are
-        removed first. Refuses a place that holds a store or other files."""
+        removed first; one whose writer is alive refuses this one, as a store in place does
+        (`_lock_writer`: one writer at a time, the two would download and import the same
+        files). Refuses a place that holds a store or other files."""
         p = Path(path)
         _check_new_place(p)
         if (p / "data.mdb").exists():
             raise sf.StoreFormatError(f"{p}: a store is here already; not a new one")
-        _sweep_staged(p)
+        if live := _sweep_staged(p):
+            raise sf.StoreFormatError(
+                f"{p}: another process is writing this store (group pull, making it at "
+                f"{live}): one writer at a time; stop it first"
+            )
         staged = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
         store = cls.open(staged, readonly=False, map_size=map_size)
         return dataclasses.replace(store, staged_for=p)
@@ -320,14 +326,16 @@ def _staged_name(p: Path) -> re.Pattern[str]:
     return re.compile(rf"^\.{re.escape(p.name)}\.\d+\.[0-9a-f]+\.new$")
 
 
-def _sweep_staged(p: Path) -> None:
+def _sweep_staged(p: Path) -> str:
     """Remove the staged stores for ``p`` whose writer is gone (their directory's lock can be
-    taken): a crash before `Store.publish`. A live writer's is left alone."""
+    taken): a crash before `Store.publish`. A live writer's is left alone, and named: the
+    returned name ("" when none)."""
     pattern = _staged_name(p)
     try:
         entries = [e for e in os.scandir(p.parent) if pattern.match(e.name)]
     except FileNotFoundError:
-        return
+        return ""
+    live = ""
     for e in entries:
         try:
             fd = os.open(e.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -335,11 +343,17 @@ def _sweep_staged(p: Path) -> None:
             continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _remove_store_files(Path(e.path), made_dir=True)
-        except OSError:  # its writer is alive (or it is not ours to remove)
+        except BlockingIOError:  # its writer is alive
+            live = e.name
             continue
+        except OSError:  # not ours to remove
+            continue
+        else:
+            with contextlib.suppress(OSError):  # not ours to remove
+                _remove_store_files(Path(e.path), made_dir=True)
         finally:
             os.close(fd)
+    return live
 
 
 def _remove_store_files(p: Path, *, made_dir: bool) -> None:
