@@ -138,6 +138,7 @@ from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, Scope, parse_report_path, render_ledger_dir
 from responder.shipgauges import ShippingCollector
+from responder.signchild import child_command
 from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
@@ -346,6 +347,11 @@ class JpkiApp:
         self.signing: FreshSigning = fresh_signing(
             config.ocsp.signing, config.ocsp.sign_threads, config.ocsp.sign_queue_per_party,
             [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
+            processes=config.ocsp.sign_processes, workers=config.server.worker_count,
+            command=child_command(
+                pki=config.store.pki if self.group is None else None, group=config.group.file
+            ),
+            on_exit=self._signing_process_exited,
         )  # fmt: skip
         self.worker_index = worker_index
         limits = config.server.limits
@@ -768,6 +774,13 @@ class JpkiApp:
         if got.service is None:
             return self._ocsp_response(ready, get)
         return self._provided(got.party, got.service, n, carried, ready, get)
+
+    def _signing_process_exited(self, jobs_lost: int) -> None:
+        """A signing process (``[ocsp] signing = "processes"``) exited with ``jobs_lost``
+        jobs in flight (answered tryLater, each counted as a signer error): counted."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.signing_process_exit()
 
     def _give_back(self, got: Signing) -> None:
         """The provisions `responder.flow` took for a signature that was not made, given back

@@ -33,18 +33,21 @@ went away (its future cancelled) never signed, nor counted against its share.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
 from crlbuilder.keys.signer import PemSigner, Signer
 from responder.config import SigningMode
 from responder.ocsp import Ready, SignJob
+from responder.procsigning import ProcessSigningPool
 from responder.signing import SignJobThreads
 from responder.signqueue import FairQueue
 
-__all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing"]
+__all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing", "signing_processes"]
 
 LOOP: Final = "loop"
+PROCESSES: Final = "processes"
 
 
 class FreshSigning(Protocol):
@@ -52,7 +55,7 @@ class FreshSigning(Protocol):
 
     @property
     def mode(self) -> str:
-        """``loop`` or ``threads``."""
+        """``loop``, ``threads`` or ``processes``."""
         ...
 
     @property
@@ -133,11 +136,33 @@ class LoopSigning:
 
 
 def fresh_signing(
-    mode: SigningMode, threads: int, per_party: int, signers: Iterable[Signer]
+    mode: SigningMode,
+    threads: int,
+    per_party: int,
+    signers: Iterable[Signer],
+    *,
+    processes: int = 0,
+    workers: int = 1,
+    command: Sequence[str] | None = None,
+    on_exit: Callable[[int], None] | None = None,
 ) -> FreshSigning:
     """The worker's fresh signing for ``[ocsp] signing``: ``threads`` (``threads`` of them),
-    or ``loop`` when every key of ``signers`` is in memory (PEM; a token's calls may block,
-    so a key in a token keeps the threads)."""
+    ``loop`` when every key of ``signers`` is in memory (PEM; a token's calls may block,
+    so a key in a token keeps the threads), or ``processes``: ``processes`` signing
+    processes running ``command`` (`responder.signchild.child_command`; 0: the cores
+    shared out between the ``workers``, at least one each), ``on_exit`` told of each
+    one that exits (`responder.procsigning`)."""
+    if mode == PROCESSES:
+        if command is None:
+            raise ValueError("signing processes need the command that loads the keys")
+        count = processes or signing_processes(os.cpu_count() or 1, workers)
+        return ProcessSigningPool(count, per_party, command, on_exit=on_exit)
     if mode == LOOP and all(isinstance(s, PemSigner) for s in signers):
         return LoopSigning(per_party)
     return SignJobThreads(threads, per_party)
+
+
+def signing_processes(cores: int, workers: int) -> int:
+    """Signing processes per worker sized to the cores: ``cores`` shared out between
+    ``workers`` (the remainder dropped), at least one each."""
+    return max(1, cores // max(1, workers))
