@@ -318,11 +318,13 @@ class JpkiApp:
         # this worker's own PKCS#11 sessions (after fork); `responder serve` checked every key
         # before forking, so a worker (re)started while a token is gone serves (tryLater for
         # fresh signatures, jpkiva_signer_errors_total) rather than failing in a restart loop
+        # with signing processes the keys are theirs alone: the worker loads certificates
+        keys = config.ocsp.signing != "processes"
         if self.group is not None:
-            views = load_group_issuers(self.group, outage_ok=True)
+            views = load_group_issuers(self.group, outage_ok=True, keys=keys)
         else:
             assert self.manifest is not None
-            views = load_issuers(self.manifest, outage_ok=True)
+            views = load_issuers(self.manifest, outage_ok=True, keys=keys)
         self.member_quota: MemberQuota | None = None
         """On a group appliance: the group's bound on each member's requests to the routes
         answered from its own store (`responder.memberbound`, Ord §33(4))."""

@@ -3,8 +3,9 @@
 Owns `LoopSigning` (the fresh signatures of OCSP answers, 失効情報の提供 by OCSP, Act
 §18(1), §37(1), made by the worker's event loop itself, one per loop iteration, taken
 from the per-party `responder.signqueue.FairQueue` of the registered parties, 署名検証者
-and 利用者証明検証者, Act §17(4), §36(2)) and `fresh_signing`, the choice between it and
-the signing threads of `responder.signing` (the default).
+and 利用者証明検証者, Act §17(4), §36(2)) and `fresh_signing`, the choice between it, the
+signing threads of `responder.signing` (the default) and the signing processes of
+`responder.procsigning`.
 
 What the hand-off to a thread costs (issue 17, item 3): a fresh answer took 414-447 µs
 of the server's CPU against 249-256 µs for the bare RSA-2048 signature. About 50 µs of

@@ -14,6 +14,7 @@ server: the same, with the answers' statuses and the exit counter read from outs
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import threading
@@ -27,11 +28,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import OCSPNonce, ocsp
 
+from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import CertStatus, Family
 from crlbuilder.ocsp.response import SingleAnswer, cert_id_der, issuer_hashes
+from responder.app import JpkiApp
 from responder.loopsigning import fresh_signing, signing_processes
-from responder.ocsp import IssuerView, Ready, SignJob, load_issuers
+from responder.ocsp import IssuerView, KeyElsewhere, Ready, SignJob, load_issuers
 from responder.procsigning import DEPTH, ProcessSigningPool, SignerLost
 from responder.signchild import child_command
 from tests.conftest import Built
@@ -44,7 +47,8 @@ NONCE = b"\x3c" * 32
 
 @pytest.fixture(scope="module")
 def views(demo_pki: tuple[Path, Manifest]) -> list[IssuerView]:
-    return load_issuers(demo_pki[1])
+    """The issuers as a worker signing in processes loads them: certificates, no key."""
+    return load_issuers(demo_pki[1], keys=False)
 
 
 def job(view: IssuerView, serial: int = 7, nonce: bytes | None = NONCE) -> SignJob:
@@ -69,6 +73,7 @@ def pool(demo_pki: tuple[Path, Manifest]) -> Iterator[tuple[ProcessSigningPool, 
 def test_answers_signed_in_the_processes_are_the_jobs_own_and_verify(
     demo_pki: tuple[Path, Manifest], views: list[IssuerView]
 ) -> None:
+    keyed = load_issuers(demo_pki[1])  # what the threads sign with, for the same bytes
     jobs = [job(views[i % len(views)], serial=i + 1) for i in range(6)]
     p = ProcessSigningPool(2, 8, child_command(pki=demo_pki[0], group=None))
 
@@ -83,7 +88,11 @@ def test_answers_signed_in_the_processes_are_the_jobs_own_and_verify(
         p.close()
     assert p.sent == len(jobs) and p.exits == 0
     for serial, (j, ready) in enumerate(zip(jobs, readies, strict=True), start=1):
-        assert ready.der == j.run().der  # PKCS#1 v1.5 is deterministic: the same bytes
+        with pytest.raises(SignerError, match="holds no signing key"):
+            j.run()  # the worker's side has no key to sign with
+        same = dataclasses.replace(j, signer=keyed[(serial - 1) % len(keyed)].signer)
+        assert same.signer.signer_id == j.signer.signer_id
+        assert ready.der == same.run().der  # PKCS#1 v1.5 is deterministic: the same bytes
         assert ready.signing_seconds > 0 and ready.statuses == ("good",)
         resp = ocsp.load_der_ocsp_response(ready.der)
         assert resp.serial_number == serial
@@ -203,6 +212,24 @@ def test_the_processes_mode_is_sized_to_the_cores(
         s.close()
     with pytest.raises(ValueError, match="command"):
         fresh_signing("processes", 2, 8, [])
+
+
+def test_a_worker_signing_in_processes_loads_no_key(built: Built, tmp_path: Path) -> None:
+    cfg = built.app_config(tmp_path, **{"ocsp.signing": "processes", "ocsp.sign_processes": 1})
+    app = JpkiApp(cfg, 0)
+    try:
+        assert isinstance(app.signing, ProcessSigningPool) and app.signing.processes == 1
+        signers = [rs for v in app.ocsp.issuers.values() for rs in (v.signer, v.successor) if rs]
+        assert signers and all(isinstance(rs.signer, KeyElsewhere) for rs in signers)
+    finally:
+        app.close()
+    threads = JpkiApp(built.app_config(tmp_path / "t"), 0)
+    try:
+        assert not any(
+            isinstance(v.signer.signer, KeyElsewhere) for v in threads.ocsp.issuers.values()
+        )
+    finally:
+        threads.close()
 
 
 def _signing_children(master: int) -> list[int]:
