@@ -14,8 +14,9 @@ lookup, the answer's bytes); most of the rest comes from the worker's threads
 sleeping and waking, 2.8 times per answer (the loop waiting for signatures, the
 threads for jobs and for the GIL): each wake-up is a scheduler round trip and cold
 caches, and the loop of a worker waiting on signatures costs ~130 µs per answer
-instead of ~50. Signing processes fed over pipes (tried) cost as much as threads: the
-loop still slept and woke between signatures. A loop that signs never waits while
+instead of ~50. Signing processes fed over pipes (``processes``,
+`responder.procsigning`) cost about as much as threads (bench/README.md, ninth pass):
+the loop still sleeps and wakes between signatures. A loop that signs never waits while
 there is work: 389-395 µs per fresh answer (6 to 13 per cent less CPU; docs/operations.md).
 
 The price, and why it is not the default: while it signs (a quarter of a millisecond
