@@ -154,6 +154,32 @@ def test_a_killed_signing_process_fails_its_jobs_try_later_and_is_replaced(
     assert p.pids() != [pid] and not alive(pid)
 
 
+def test_a_pool_made_in_a_running_loop_replaces_a_process_dead_before_any_job(
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """A worker makes its pool in its running loop: a signing process that dies before the
+    worker's first fresh answer is noticed and replaced then, not by that answer's tryLater."""
+
+    async def scenario() -> tuple[list[int], int, list[int]]:
+        exits: list[int] = []
+        p = ProcessSigningPool(
+            1, 8, child_command(pki=demo_pki[0], group=None), on_exit=exits.append
+        )
+        try:
+            (pid,) = p.pids()
+            os.kill(pid, signal.SIGKILL)  # a signing process this test's pool started
+            deadline = time.monotonic() + 10
+            while (not exits or not p.pids()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return exits, pid, p.pids()
+        finally:
+            p.close()
+
+    exits, pid, now = asyncio.run(scenario())
+    assert exits == [0]  # counted, no job lost
+    assert now and now != [pid]
+
+
 def test_a_signing_process_that_cannot_load_its_keys_fails_its_jobs_not_hangs(
     tmp_path: Path, views: list[IssuerView], demo_pki: tuple[Path, Manifest]
 ) -> None:
