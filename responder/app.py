@@ -351,7 +351,8 @@ class JpkiApp:
             [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
             processes=config.ocsp.sign_processes, workers=config.server.worker_count,
             command=child_command(
-                pki=config.store.pki if self.group is None else None, group=config.group.file
+                pki=config.store.pki if self.group is None else None, group=config.group.file,
+                log_level=config.log.level,
             ),
             on_exit=self._signing_process_exited,
         )  # fmt: skip

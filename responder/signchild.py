@@ -57,13 +57,14 @@ HELLO: Final = 0xFFFFFFFF
 _READ: Final = 1 << 16
 
 
-def child_command(*, pki: Path | None, group: Path | None) -> list[str]:
+def child_command(*, pki: Path | None, group: Path | None, log_level: str = "info") -> list[str]:
     """The command line of a signing process for a worker answering from ``pki`` (the 機構's
-    PKI manifest) or ``group`` (a group appliance's ``group.json``)."""
+    PKI manifest) or ``group`` (a group appliance's ``group.json``), logging at
+    ``log_level`` as the worker does (JSON lines on the stderr it shares with it)."""
     if (pki is None) == (group is None):
         raise ValueError("a signing process needs either the PKI directory or group.json")
     where = ["--group", str(group)] if group is not None else ["--pki", str(pki)]
-    return [sys.executable, "-m", "responder.signchild", *where]
+    return [sys.executable, "-m", "responder.signchild", *where, "--log-level", log_level]
 
 
 def load_signers(pki: Path | None, group: Path | None) -> dict[bytes, Signer]:
@@ -141,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--pki", type=Path)
     where.add_argument("--group", type=Path)
+    p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
+    from responder.server import configure_logging
+
+    configure_logging(args.log_level)  # PKCS#11 sessions opened, a token gone: as a worker's
     rfd, wfd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
         signers = load_signers(args.pki, args.group)
