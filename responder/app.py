@@ -127,6 +127,7 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
+from responder.procsigning import ProcessSigningPool
 from responder.quotagauges import QuotaCollector
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
@@ -154,6 +155,8 @@ from responder.v1.table import ROUTES as V1_ROUTES
 from responder.v1.watchgauges import WatchCollector
 
 _log: Final = logging.getLogger("responder.app")
+SIGNING_START_SECONDS: Final = 10.0
+"""How long a worker waits for its signing processes' keys before it says it is ready."""
 
 OCSP_REQUEST: Final = b"application/ocsp-request"
 OCSP_RESPONSE: Final = b"application/ocsp-response"
@@ -777,6 +780,13 @@ class JpkiApp:
         if got.service is None:
             return self._ocsp_response(ready, get)
         return self._provided(got.party, got.service, n, carried, ready, get)
+
+    async def ready(self) -> None:
+        """Before the worker says it is ready: its signing processes (``[ocsp] signing =
+        "processes"``) have loaded their keys, or 10 s passed (they are replaced if they
+        fail; fresh answers meanwhile wait in their pipes)."""
+        if isinstance(self.signing, ProcessSigningPool):
+            await self.signing.started(SIGNING_START_SECONDS)
 
     def _signing_process_exited(self, jobs_lost: int) -> None:
         """A signing process (``[ocsp] signing = "processes"``) exited with ``jobs_lost``

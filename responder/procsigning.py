@@ -95,6 +95,8 @@ class _Child:
     buf: bytearray = field(default_factory=bytearray)
     writing: bool = False
     """A writer callback is registered: ``out`` did not fit in the pipe."""
+    hello: bool = False
+    """Its first frame came: its keys are loaded (or it failed to load them and exits)."""
 
 
 class ProcessSigningPool:
@@ -151,6 +153,20 @@ class ProcessSigningPool:
         self.children[slot] = child
         if self._loop is not None:
             self._loop.add_reader(rfd, self._readable, child)
+
+    async def started(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until every process has loaded its keys or
+        exited (a worker calls it before it says it is ready, so that its first fresh
+        answers do not wait for a Python start); whether they all did. Call on the loop
+        the pool was made in."""
+        loop = asyncio.get_running_loop()
+        self._attach(loop)
+        deadline = loop.time() + timeout
+        while not all(c is None or c.hello for c in self.children):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def pids(self) -> list[int]:
         """The running signing processes."""
@@ -378,6 +394,7 @@ class ProcessSigningPool:
             payload = bytes(buf[pos + head : pos + head + n])
             pos += head + n
             if job_id == HELLO:
+                child.hello = True
                 if status != OK:  # it exits now: its end of input follows
                     _log.error(
                         "signing_process_failed",

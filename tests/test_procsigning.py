@@ -180,6 +180,40 @@ def test_a_pool_made_in_a_running_loop_replaces_a_process_dead_before_any_job(
     assert now and now != [pid]
 
 
+def test_started_waits_for_the_keys_of_every_process_and_is_bounded(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """What a worker awaits before it says it is ready: every signing process has loaded its
+    keys (or failed to, and is being replaced); a stopped one makes it give up at its bound."""
+    cmd = child_command(pki=demo_pki[0], group=None)
+
+    async def scenario() -> None:
+        p = ProcessSigningPool(2, 8, cmd)
+        try:
+            assert not any(c is not None and c.hello for c in p.children)  # a Python start
+            assert await p.started(30)
+            assert all(c is not None and c.hello for c in p.children)
+        finally:
+            p.close()
+        bad = ProcessSigningPool(1, 8, child_command(pki=tmp_path, group=None))
+        try:
+            assert await bad.started(30)  # it said it failed: no wait for a key never loaded
+        finally:
+            bad.close()
+        stuck = ProcessSigningPool(1, 8, cmd)
+        (pid,) = stuck.pids()
+        os.kill(pid, signal.SIGSTOP)  # a signing process this test's pool started
+        try:
+            t0 = time.monotonic()
+            assert not await stuck.started(0.5)
+            assert time.monotonic() - t0 < 5
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            stuck.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_signing_process_that_cannot_load_its_keys_fails_its_jobs_not_hangs(
     tmp_path: Path, views: list[IssuerView], demo_pki: tuple[Path, Manifest]
 ) -> None:
