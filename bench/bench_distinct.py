@@ -313,6 +313,9 @@ class Ctx:
     responder: list[str]
     cache_entries: int
     sign_threads: int = 0
+    signing: str = ""
+    """The responder's ``--signing`` (empty: its default)."""
+    sign_processes: int = 0
 
 
 @contextmanager
@@ -329,6 +332,10 @@ def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, str, subprocess.Pop
     ]  # fmt: skip
     if ctx.sign_threads:
         args += ["--sign-threads", str(ctx.sign_threads)]
+    if ctx.signing:
+        args += ["--signing", ctx.signing]
+    if ctx.sign_processes:
+        args += ["--sign-processes", str(ctx.sign_processes)]
     with started(args, log=run / "stderr.log") as proc:
         text = _wait_text(proc, r"listening on (\S+)\s+metrics on (\S+)", 60)
         m = re.search(r"listening on (\S+)\s+metrics on (\S+)", text)
@@ -628,15 +635,17 @@ def bench_workers(
     return out
 
 
-def bench_signing(ctx: Ctx, reqs: list[Req], key_path: Path) -> dict[str, Any]:
-    """Every request with a nonce (a fresh signature each), 2 workers, against raw RSA."""
+def bench_signing(ctx: Ctx, reqs: list[Req], key_path: Path, workers: int = 2) -> dict[str, Any]:
+    """Every request with a nonce (a fresh signature each), ``workers`` workers, against raw
+    RSA in 2 processes."""
     lua = lua_distinct(ctx.work / "sign.lua", reqs, "POST", ctx.token, nonces=True)
-    with responder(ctx, 2) as (base, metrics_url, proc):
+    with responder(ctx, workers) as (base, metrics_url, proc):
         spot_check(base, reqs, [b""] * len(reqs), ctx.token, post=True, exact="", n=20)
         raw_before = raw_sign_rate(key_path, ctx.seconds / 2)
         row = measure(
-            "responder w=2 post_distinct all nonces", base, lua, ctx, proc.pid, metrics_url
-        )
+            f"responder w={workers} post_distinct all nonces", base, lua, ctx, proc.pid,
+            metrics_url,
+        )  # fmt: skip
         raw_after = raw_sign_rate(key_path, ctx.seconds / 2)
     raw, raw_cpu = max(raw_before, raw_after)
     ratio = row["rps"] / raw
@@ -710,6 +719,17 @@ def main(argv: list[str] | None = None) -> int:
         "--only-sign-load", action="store_true", help="only the all-nonce load (no cache needed)"
     )
     p.add_argument("--sign-threads", type=int, default=0, help="responder's [ocsp] sign_threads")
+    p.add_argument(
+        "--signing", default="", help="responder's [ocsp] signing (threads, loop, processes)"
+    )
+    p.add_argument(
+        "--sign-processes", type=int, default=0, help="responder's [ocsp] sign_processes"
+    )
+    p.add_argument(
+        "--sign-load-workers",
+        default="2",
+        help="worker counts of the all-nonce load (the results' signing, signing_w1, ...)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "distinct.json")
     p.add_argument("--responder", default=str(BIN / "responder"))
@@ -770,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
             responder=shlex.split(args.responder),
             cache_entries=args.requests + 1000,
             sign_threads=args.sign_threads,
+            signing=args.signing,
+            sign_processes=args.sign_processes,
         )
         answers: list[bytes] = [b""] * len(reqs)
         results: dict[str, Any] = {}
@@ -795,7 +817,10 @@ def main(argv: list[str] | None = None) -> int:
             all_nonce = build_requests(
                 [Pick(r.pick.issuer_index, r.pick.serial, r.pick.expect, True) for r in reqs], certs
             )
-            results["signing"] = bench_signing(ctx, all_nonce, manifest.path(issuer.ocsp_key))
+            for w in (int(x) for x in args.sign_load_workers.split(",")):
+                results["signing" if w == 2 else f"signing_w{w}"] = bench_signing(
+                    ctx, all_nonce, manifest.path(issuer.ocsp_key), w
+                )
     finally:
         if args.keep_work:
             print(f"work directory kept: {work}")

@@ -280,10 +280,17 @@ def check_answer(der: bytes, sample: Sample, nonce: bytes | None = None) -> None
 
 
 def cpu_by_process(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of ``pid`` and of each of its children (all threads of each)."""
+    """User + system CPU seconds of ``pid`` and of each of its descendants (all threads of
+    each): the workers, and their signing processes (``[ocsp] signing = "processes"``)."""
     out: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
-    for p in (pid, *children(pid)):
+    todo = [pid]
+    tree: list[int] = []
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children(p))
+    for p in tree:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -127,6 +127,7 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
+from responder.procsigning import ProcessSigningPool
 from responder.quotagauges import QuotaCollector
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
@@ -138,6 +139,7 @@ from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, Scope, parse_report_path, render_ledger_dir
 from responder.shipgauges import ShippingCollector
+from responder.signchild import child_command
 from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
@@ -153,6 +155,8 @@ from responder.v1.table import ROUTES as V1_ROUTES
 from responder.v1.watchgauges import WatchCollector
 
 _log: Final = logging.getLogger("responder.app")
+SIGNING_START_SECONDS: Final = 10.0
+"""How long a worker waits for its signing processes' keys before it says it is ready."""
 
 OCSP_REQUEST: Final = b"application/ocsp-request"
 OCSP_RESPONSE: Final = b"application/ocsp-response"
@@ -317,11 +321,13 @@ class JpkiApp:
         # this worker's own PKCS#11 sessions (after fork); `responder serve` checked every key
         # before forking, so a worker (re)started while a token is gone serves (tryLater for
         # fresh signatures, jpkiva_signer_errors_total) rather than failing in a restart loop
+        # with signing processes the keys are theirs alone: the worker loads certificates
+        keys = config.ocsp.signing != "processes"
         if self.group is not None:
-            views = load_group_issuers(self.group, outage_ok=True)
+            views = load_group_issuers(self.group, outage_ok=True, keys=keys)
         else:
             assert self.manifest is not None
-            views = load_issuers(self.manifest, outage_ok=True)
+            views = load_issuers(self.manifest, outage_ok=True, keys=keys)
         self.member_quota: MemberQuota | None = None
         """On a group appliance: the group's bound on each member's requests to the routes
         answered from its own store (`responder.memberbound`, Ord §33(4))."""
@@ -346,6 +352,12 @@ class JpkiApp:
         self.signing: FreshSigning = fresh_signing(
             config.ocsp.signing, config.ocsp.sign_threads, config.ocsp.sign_queue_per_party,
             [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
+            processes=config.ocsp.sign_processes, workers=config.server.worker_count,
+            command=child_command(
+                pki=config.store.pki if self.group is None else None, group=config.group.file,
+                log_level=config.log.level,
+            ),
+            on_exit=self._signing_process_exited,
         )  # fmt: skip
         self.worker_index = worker_index
         limits = config.server.limits
@@ -793,6 +805,20 @@ class JpkiApp:
         if party is None:
             return Refusal(ResponseStatus.UNAUTHORIZED, flow.UNAUTHENTICATED, got.party)
         return self.ocsp.standing(party, got.job.families[0], registry, at)
+
+    async def ready(self) -> None:
+        """Before the worker says it is ready: its signing processes (``[ocsp] signing =
+        "processes"``) have loaded their keys, or 10 s passed (they are replaced if they
+        fail; fresh answers meanwhile wait in their pipes)."""
+        if isinstance(self.signing, ProcessSigningPool):
+            await self.signing.started(SIGNING_START_SECONDS)
+
+    def _signing_process_exited(self, jobs_lost: int) -> None:
+        """A signing process (``[ocsp] signing = "processes"``) exited with ``jobs_lost``
+        jobs in flight (answered tryLater, each counted as a signer error): counted."""
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.signing_process_exit()
 
     def _give_back(self, got: Signing) -> None:
         """The provisions `responder.flow` took for a signature that was not made, given back

@@ -56,7 +56,7 @@ __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named
 ClientCertMode = Literal["none", "optional", "required"]
 AccessLogMode = Literal["off", "sampled", "all"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-SigningMode = Literal["threads", "loop"]
+SigningMode = Literal["threads", "loop", "processes"]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -252,10 +252,15 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     (``sign_threads`` of them: the event loop stays free for other answers), or ``loop``
     (the event loop itself, one signature per iteration: 6-13% less CPU per fresh answer,
     but every other answer of the worker may wait for a signature and for the scheduler;
-    a key in a token stays on the threads). Needs a restart."""
+    a key in a token stays on the threads), or ``processes`` (``sign_processes`` signing
+    processes per worker holding the keys, fed over pipes: `responder.procsigning`).
+    Needs a restart."""
     sign_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     """Threads per worker making fresh signatures when ``signing`` is ``threads`` (needs a
     restart)."""
+    sign_processes: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    """Signing processes per worker when ``signing`` is ``processes``; 0: the machine's
+    cores shared out between the workers (at least one each). Needs a restart."""
     sign_queue_per_party: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     """Fresh sign jobs one party may have waiting per worker; the signer (``signing``) takes
     the waiting jobs of the parties in turn (round-robin), and a job beyond this is answered
@@ -685,7 +690,12 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
     _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "nextUpdate offset"),
     _Flag("--sign-threads", "ocsp.sign_threads", "fresh-signing threads per worker"),
-    _Flag("--signing", "ocsp.signing", "where fresh signatures are made (threads, loop)"),
+    _Flag(
+        "--signing", "ocsp.signing", "where fresh signatures are made (threads, loop, processes)"
+    ),
+    _Flag(
+        "--sign-processes", "ocsp.sign_processes", "signing processes per worker (0: cores/workers)"
+    ),
     _Flag("--sign-queue-per-party", "ocsp.sign_queue_per_party", "a party's waiting sign jobs"),
     _Flag("--group", "group.file", "group mode: the group's group.json"),
     _Flag("--unlisted", "group.unlisted", "group mode: status of a serial on no CRL"),

@@ -222,7 +222,8 @@ class App(Protocol):
     connection closed without reading the body); ``too_large(target, status) ->
     Response | None``, the 413 for a body over its limit, the 414 for a target or the 431
     for header fields over ``max_header_bytes``, in the app's own format (the JSON API's
-    problem), None for the layer's plain one; and an optional
+    problem), None for the layer's plain one; ``ready() -> Awaitable[None]``, awaited
+    before the worker says it is ready; and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
     """

@@ -3,8 +3,9 @@
 Owns `LoopSigning` (the fresh signatures of OCSP answers, 失効情報の提供 by OCSP, Act
 §18(1), §37(1), made by the worker's event loop itself, one per loop iteration, taken
 from the per-party `responder.signqueue.FairQueue` of the registered parties, 署名検証者
-and 利用者証明検証者, Act §17(4), §36(2)) and `fresh_signing`, the choice between it and
-the signing threads of `responder.signing` (the default).
+and 利用者証明検証者, Act §17(4), §36(2)) and `fresh_signing`, the choice between it, the
+signing threads of `responder.signing` (the default) and the signing processes of
+`responder.procsigning`.
 
 What the hand-off to a thread costs (issue 17, item 3): a fresh answer took 414-447 µs
 of the server's CPU against 249-256 µs for the bare RSA-2048 signature. About 50 µs of
@@ -13,8 +14,9 @@ lookup, the answer's bytes); most of the rest comes from the worker's threads
 sleeping and waking, 2.8 times per answer (the loop waiting for signatures, the
 threads for jobs and for the GIL): each wake-up is a scheduler round trip and cold
 caches, and the loop of a worker waiting on signatures costs ~130 µs per answer
-instead of ~50. Signing processes fed over pipes (tried) cost as much as threads: the
-loop still slept and woke between signatures. A loop that signs never waits while
+instead of ~50. Signing processes fed over pipes (``processes``,
+`responder.procsigning`) cost about as much as threads (bench/README.md, ninth pass):
+the loop still sleeps and wakes between signatures. A loop that signs never waits while
 there is work: 389-395 µs per fresh answer (6 to 13 per cent less CPU; docs/operations.md).
 
 The price, and why it is not the default: while it signs (a quarter of a millisecond
@@ -33,18 +35,21 @@ went away (its future cancelled) never signed, nor counted against its share.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
 
 from crlbuilder.keys.signer import PemSigner, Signer
 from responder.config import SigningMode
 from responder.ocsp import Ready, SignJob
+from responder.procsigning import ProcessSigningPool
 from responder.signing import SignJobThreads
 from responder.signqueue import FairQueue
 
-__all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing"]
+__all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing", "signing_processes"]
 
 LOOP: Final = "loop"
+PROCESSES: Final = "processes"
 
 
 class FreshSigning(Protocol):
@@ -52,7 +57,7 @@ class FreshSigning(Protocol):
 
     @property
     def mode(self) -> str:
-        """``loop`` or ``threads``."""
+        """``loop``, ``threads`` or ``processes``."""
         ...
 
     @property
@@ -133,11 +138,33 @@ class LoopSigning:
 
 
 def fresh_signing(
-    mode: SigningMode, threads: int, per_party: int, signers: Iterable[Signer]
+    mode: SigningMode,
+    threads: int,
+    per_party: int,
+    signers: Iterable[Signer],
+    *,
+    processes: int = 0,
+    workers: int = 1,
+    command: Sequence[str] | None = None,
+    on_exit: Callable[[int], None] | None = None,
 ) -> FreshSigning:
     """The worker's fresh signing for ``[ocsp] signing``: ``threads`` (``threads`` of them),
-    or ``loop`` when every key of ``signers`` is in memory (PEM; a token's calls may block,
-    so a key in a token keeps the threads)."""
+    ``loop`` when every key of ``signers`` is in memory (PEM; a token's calls may block,
+    so a key in a token keeps the threads), or ``processes``: ``processes`` signing
+    processes running ``command`` (`responder.signchild.child_command`; 0: the cores
+    shared out between the ``workers``, at least one each), ``on_exit`` told of each
+    one that exits (`responder.procsigning`)."""
+    if mode == PROCESSES:
+        if command is None:
+            raise ValueError("signing processes need the command that loads the keys")
+        count = processes or signing_processes(os.cpu_count() or 1, workers)
+        return ProcessSigningPool(count, per_party, command, on_exit=on_exit)
     if mode == LOOP and all(isinstance(s, PemSigner) for s in signers):
         return LoopSigning(per_party)
     return SignJobThreads(threads, per_party)
+
+
+def signing_processes(cores: int, workers: int) -> int:
+    """Signing processes per worker sized to the cores: ``cores`` shared out between
+    ``workers`` (the remainder dropped), at least one each."""
+    return max(1, cores // max(1, workers))

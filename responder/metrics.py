@@ -412,6 +412,13 @@ class WorkerMetrics:
             ("signer",),
             registry=None,
         )
+        self.signing_process_exits = Counter(
+            "jpkiva_signing_process_exits",
+            "Signing processes of this worker that exited while it ran ([ocsp] signing = "
+            '"processes": a crash, a kill, a key that could not be loaded); each was '
+            "replaced, and the fresh answers it held were answered tryLater.",
+            registry=None,
+        )
         self.evictions = Counter(
             "jpkiva_connections_evicted",
             "Connections not yet attributed to a party displaced by newer ones (503 and a "
@@ -560,6 +567,10 @@ class WorkerMetrics:
     def signer_error(self, signer: str) -> None:
         """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""
         self.signer_errors.labels(signer).inc()
+
+    def signing_process_exit(self) -> None:
+        """A signing process of this worker exited (`responder.procsigning`): counted at once."""
+        self.signing_process_exits.inc()
 
     def unbound_cursor(self, party: str, accepted: bool) -> None:
         """``party`` (a registry id) sent a changes cursor issued before cursors were bound,

@@ -29,15 +29,23 @@ e.g. ``openssl ocsp -VAfile``); with no successor in the manifest the answer is
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Final
 
 from cryptography import x509
 
 from crlbuilder.group.setup import GroupSetup
-from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.keys.signer import (
+    SHA256_WITH_RSA_DER,
+    Signer,
+    SignerError,
+    load_certificate,
+    load_signer,
+)
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
 from crlbuilder.ocsp.delegate import delegate_problem, validity_problem
@@ -134,7 +142,39 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
     return next_update
 
 
-def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[IssuerView]:
+class KeyElsewhere:
+    """A `Signer` with the certificate and no key: a worker whose fresh answers are signed
+    by its signing processes (``[ocsp] signing = "processes"``, `responder.procsigning`),
+    which alone load the key (PEM 0600 or PKCS#11, Ord §73, §74). The worker frames the
+    answers around the certificate; a signature asked of it is refused."""
+
+    __slots__ = ("_certificate",)
+
+    def __init__(self, certificate: x509.Certificate) -> None:
+        self._certificate = certificate
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._certificate
+
+    @property
+    def signature_algorithm_der(self) -> bytes:
+        return SHA256_WITH_RSA_DER
+
+    def sign(self, data: bytes) -> bytes:
+        raise SignerError("this worker holds no signing key: its signing processes sign")
+
+
+def _signer(key_ref: str | os.PathLike[str], cert: Path, *, outage_ok: bool, keys: bool) -> Signer:
+    """`load_signer`, or with ``keys`` false the certificate alone (`KeyElsewhere`)."""
+    if keys:
+        return load_signer(key_ref, cert, outage_ok=outage_ok)
+    return KeyElsewhere(load_certificate(cert))
+
+
+def load_group_issuers(
+    setup: GroupSetup, *, outage_ok: bool = False, keys: bool = True
+) -> list[IssuerView]:
     """A group appliance's issuers (団体署名検証者, Act §20(1)), every one answered by the
     group's own responder key and certificate (``group.json``, `crlbuilder.group.setup`).
 
@@ -146,7 +186,7 @@ def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[Is
     unless ``outage_ok`` (a worker: the master checked before forking), as `load_issuers`.
     """
     cert_path = setup.path(setup.responder_cert)
-    loaded = load_signer(setup.key_ref(), cert_path, outage_ok=outage_ok)
+    loaded = _signer(setup.key_ref(), cert_path, outage_ok=outage_ok, keys=keys)
     if not outage_ok and (problem := validity_problem(loaded.certificate, datetime.now(UTC))):
         raise SignerError(f"{cert_path}: the group's OCSP responder: {problem}")
     signer = ResponseSigner(loaded)
@@ -157,7 +197,9 @@ def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[Is
     return views
 
 
-def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerView]:
+def load_issuers(
+    manifest: Manifest, *, outage_ok: bool = False, keys: bool = True
+) -> list[IssuerView]:
     """Every issuer generation of the PKI manifest with its signers.
 
     A key field may be a PEM file or a PKCS#11 URI (`crlbuilder.keys.signer.load_signer`);
@@ -167,13 +209,16 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
     valid now, too, unless ``outage_ok``);
     ``outage_ok`` (a worker: the master checked every key before forking) accepts a
     token that cannot be reached now, whose signatures then fail until it is back.
+    ``keys`` false (a worker whose signing processes sign) loads the certificates alone
+    (`KeyElsewhere`): the keys stay in the signing processes.
     """
     views = []
     for i in manifest.all_issuers():
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
-        signer = load_signer(
-            manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok
-        )
+        signer = _signer(
+            manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok,
+            keys=keys,
+        )  # fmt: skip
         # its validity only where the master checks, before forking: a worker started
         # again after the certificate expired would otherwise fail, and again (the
         # alert JpkiVaOcspSignerExpiring says so weeks ahead)
@@ -186,10 +231,7 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
         files = ocsp_signer_files(manifest, i, compromised=True)
         if files is not None:
             key, successor_cert = files
-            successor = ResponseSigner(
-                load_signer(
-                    manifest.key_ref(key), manifest.path(successor_cert), outage_ok=outage_ok
-                )
-            )
+            ref, path = manifest.key_ref(key), manifest.path(successor_cert)
+            successor = ResponseSigner(_signer(ref, path, outage_ok=outage_ok, keys=keys))
         views.append(IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix, successor))
     return views

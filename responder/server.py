@@ -425,6 +425,9 @@ class _Worker:
                 for sock in self.sockets
             ]
             admin = await self._serve_admin(app)
+            ready = getattr(app, "ready", None)
+            if ready is not None:  # e.g. its signing processes loading their keys
+                await ready()
         except Exception as exc:
             _event(
                 "worker_start_failed",

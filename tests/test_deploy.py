@@ -140,6 +140,7 @@ METRICS = frozenset(
         "jpkiva_registry_file_bad",
         "jpkiva_registry_synced_timestamp_seconds",
         "jpkiva_signer_errors_total",
+        "jpkiva_signing_process_exits_total",
         "jpkiva_request_duration_seconds",
         "jpkiva_requests_total",
         "jpkiva_signing_duration_seconds",

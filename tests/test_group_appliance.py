@@ -1031,3 +1031,16 @@ def test_the_groups_openapi_document_names_every_v1_route_it_serves(apps: Applia
                 response_headers_conformance,
             ],
         )  # fmt: skip
+
+
+def test_a_group_signing_in_processes_answers_with_the_group_key(
+    apps: Appliances, tmp_path: Path
+) -> None:
+    """``[ocsp] signing = "processes"`` on a group appliance: the signing processes load the
+    group's own key from group.json (団体署名検証者, Act §20(1)), the workers none; a
+    member's fresh answers verify with group.pem as before."""
+    with second_group(apps, tmp_path / "gp", "--signing", "processes") as url:
+        for a, want in samples(apps)[:4]:
+            out, err = ocsp(apps, a, MEMBERS[0], "-resp_text", url=url)
+            assert "Response verify OK" in err, (a.case, out, err)
+            assert f": {want}" in out, (a.case, out)

@@ -29,6 +29,9 @@ from tests.conftest import BIN, Built, run_tool
 from tests.support.procs import started, wait_line
 
 Labels = frozenset[tuple[str, str]]
+SIGNING_ENV = "JPKI_TEST_SIGNING"
+"""An ``[ocsp] signing`` (threads, loop, processes) for every server `start_server` starts
+whose test names none: ``JPKI_TEST_SIGNING=processes pytest tests/test_ledger_server.py``."""
 PARTIES = ("both-verifier", "sig-verifier", "auth-verifier")
 """The demo registry's parties whose tokens must never be logged."""
 
@@ -105,7 +108,9 @@ def start_server(
     Two workers; the admin listener on another ephemeral port, where every scrape renders
     (render interval 0) unless ``extra`` says otherwise, so that a count shows in the next
     scrape; ``d`` holds the registry (made from the demo PKI unless there), the ledger and
-    the log (``stderr.log``).
+    the log (``stderr.log``). Fresh signatures are made where ``extra``'s ``--signing``
+    says, else where `SIGNING_ENV` says (to run server test files again with another
+    ``[ocsp] signing``), else by the configuration's default.
     """
     d.mkdir(parents=True, exist_ok=True)
     registry = d / "registry.toml"
@@ -121,6 +126,9 @@ def start_server(
         "--ledger-dir", str(d / "ledger"), "--metrics-port", "0",
         "--metrics-render-interval", "0", *extra,
     ]  # fmt: skip
+    signing = os.environ.get(SIGNING_ENV, "")
+    if signing and "--signing" not in extra:
+        args += ["--signing", signing]
     with started(args, log=log, grace=20) as p:
         ready = r"(listening on \S+\s+metrics on \S+)" if metrics else r"(listening on \S+)"
         try:
