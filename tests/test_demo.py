@@ -146,6 +146,27 @@ def test_the_demo_comes_up_with_its_usual_ports_taken(tmp_path: Path) -> None:
     assert p.returncode == 0
 
 
+def _written(pid: int) -> int:
+    """Bytes the process ``pid`` has written so far (/proc/PID/io ``wchar``: files, pipes)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no wchar in /proc/{pid}/io")
+
+
+def _quiet(pid: int, seconds: float, timeout: float) -> None:
+    """Wait until the process ``pid`` has written nothing for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    last, since = _written(pid), time.monotonic()
+    while time.monotonic() - since < seconds:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} kept writing for {timeout} s")
+        time.sleep(0.1)
+        now = _written(pid)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 @pytest.mark.integration
 def test_a_child_that_stops_on_its_own_is_named_with_its_status_and_last_lines(
     tmp_path: Path,
@@ -168,7 +189,9 @@ def test_a_child_that_stops_on_its_own_is_named_with_its_status_and_last_lines(
         (spool / "in.tmp").write_bytes(b"")
         (spool / "in.tmp").rename(spool / "0001.jsonl")
         until(lambda: not (spool / "0001.jsonl").exists(), 60, "the spool file applied")
-        time.sleep(1)  # its event written
+        # its event is written after the file's CRLs and answers (after_commit), seconds
+        # later on a loaded machine: until the builder has written nothing for 2 s
+        _quiet(builder, 2.0, 120.0)
         os.kill(builder, signal.SIGKILL)
         assert p.wait(timeout=60) == 1
         assert not alive(responder)  # the others stopped
