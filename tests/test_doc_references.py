@@ -11,7 +11,8 @@ tests/test_deploy.py the alerts and metrics. This file checks the rest a reader 
 - every ``crlbuilder``/``responder`` command written in backquotes in the prose of those
   documents names real subcommands, and each ``--flag`` it shows is one of that
   subcommand's (their shell blocks: the tests above);
-- every ``python -m bench.NAME ... --flag`` shown is a flag that benchmark accepts.
+- every ``python -m bench.NAME ... --flag`` shown is a flag that benchmark accepts;
+- docs/architecture.md, the module map, names every module of both packages.
 """
 
 from __future__ import annotations
@@ -256,3 +257,33 @@ def test_the_benchmark_commands_shown_take_the_flags_shown() -> None:
                 )
                 checked += 1
     assert checked >= 20, checked
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _unmapped(text: str) -> list[str]:
+    """The modules of crlbuilder/ and responder/ the module map ``text`` does not name (the
+    map's tables, not its layout before the split): by name in backquotes (``streamgauges``,
+    ``keys`` (``pkcs11``, ...)) or by its path in its package (``v1/markdb``)."""
+    current = text.split("\n## Layout before and after", 1)[0]
+    spans = [m.group(2) for m in re.finditer(r"(`+)(.+?)\1", current, re.S)]
+    said = {w for span in spans for w in re.findall(r"[\w/]+", span)}
+    out = []
+    for package in ("crlbuilder", "responder"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name.startswith("__"):
+                continue
+            inner = path.relative_to(ROOT / package).with_suffix("").as_posix()
+            if path.stem not in said and inner not in said and inner not in current:
+                out.append(f"{package}.{inner.replace('/', '.')}")
+    return out
+
+
+def test_the_module_map_names_every_module() -> None:
+    assert _unmapped(ARCHITECTURE.read_text(encoding="utf-8")) == []
+
+
+def test_a_module_left_out_of_the_map_is_named() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8").replace("`reloadctl`", "`reload`")
+    assert _unmapped(text) == ["responder.reloadctl"]
