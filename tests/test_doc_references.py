@@ -12,7 +12,9 @@ tests/test_deploy.py the alerts and metrics. This file checks the rest a reader 
   documents names real subcommands, and each ``--flag`` it shows is one of that
   subcommand's (their shell blocks: the tests above);
 - every ``python -m bench.NAME ... --flag`` shown is a flag that benchmark accepts;
-- docs/architecture.md, the module map, names every module of both packages.
+- docs/architecture.md, the module map, names every module of both packages;
+- every ``docs/X.md, "Section"`` a document, a comment or a test names is a heading of X (or
+  a paragraph's bold or leading label there).
 """
 
 from __future__ import annotations
@@ -287,3 +289,62 @@ def test_the_module_map_names_every_module() -> None:
 def test_a_module_left_out_of_the_map_is_named() -> None:
     text = ARCHITECTURE.read_text(encoding="utf-8").replace("`reloadctl`", "`reload`")
     assert _unmapped(text) == ["responder.reloadctl"]
+
+
+SECTION_REF = re.compile(r"((?:docs/|bench/|deploy/)?[\w-]+\.md),? (?:section )?\"([^\"]+)\"")
+
+
+def _sections(doc: Path) -> list[str]:
+    """What a reference may name in ``doc``: its headings, its list items' bold labels
+    (``- **NATS credentials.** ...``) and its paragraphs' leading labels (``Rolling the
+    answer key: ...``)."""
+    text = re.sub(r"```.*?```", "", doc.read_text(encoding="utf-8"), flags=re.S)
+    out = [h.strip() for h in re.findall(r"^#{1,6} (.+)$", text, re.M)]
+    out += re.findall(r"^\s*[-*] \*\*([^*]+?)\.?\*\*", text, re.M)
+    out += re.findall(r"(?:^|\n\n)([A-Z][^\n:.]{3,60}):", text)
+    return out
+
+
+def _dangling(text: str, here: Path) -> list[str]:
+    """The ``FILE.md, "Section"`` references of ``text`` (comment marks and line breaks
+    taken out) that name no section of FILE (README.md: the one beside ``here`` when there
+    is one, else the repository's)."""
+    flat = " ".join(re.sub(r"(?m)^\s*#(?!#)\s?", " ", text).split())
+    out = []
+    for m in SECTION_REF.finditer(flat):
+        name, section = m.group(1), m.group(2)
+        candidates = [here.parent / name, ROOT / name, ROOT / "docs" / name]
+        target = next((c for c in candidates if c.is_file()), None)
+        if target is None:
+            out.append(f"{name}: no such file")
+        elif not any(h.startswith(section) or section in h for h in _sections(target)):
+            out.append(f'{target.relative_to(ROOT)}, "{section}"')
+    return out
+
+
+def test_a_section_named_by_its_title_is_there() -> None:
+    missing: list[str] = []
+    named = 0
+    sources = [*NAMING, *sorted((ROOT / "tests").glob("*.py"))]
+    sources += sorted(p for pkg in ("crlbuilder", "responder") for p in (ROOT / pkg).rglob("*.py"))
+    for source in sources:
+        try:
+            text = source.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if source == Path(__file__):
+            continue
+        named += len(SECTION_REF.findall(" ".join(text.split())))
+        missing += [f"{source.relative_to(ROOT)}: {d}" for d in _dangling(text, source)]
+    assert not missing, missing
+    assert named >= 80, named
+
+
+def test_a_renamed_section_is_caught() -> None:
+    here = ROOT / "tests" / "x.py"
+    assert _dangling('docs/operations.md, "Compacting the store"', here) == [
+        'docs/operations.md, "Compacting the store"'
+    ]
+    assert _dangling('# (docs/operations.md, "A node of several\n# on hosts")', here) == []
+    assert _dangling('docs/operations.md, "NATS credentials"', here) == []  # a bold label
+    assert _dangling('docs/operations.md, "Rolling the answer key"', here) == []  # a lead
