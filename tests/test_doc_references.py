@@ -13,6 +13,7 @@ tests/test_deploy.py the alerts and metrics. This file checks the rest a reader 
   subcommand's (their shell blocks: the tests above);
 - every ``python -m bench.NAME ... --flag`` shown is a flag that benchmark accepts;
 - docs/architecture.md, the module map, names every module of both packages;
+- docs/validation.md's result-code table lists every `ResultCode` once;
 - every ``docs/X.md, "Section"`` a document, a comment or a test names is a heading of X (or
   a paragraph's bold or leading label there).
 """
@@ -348,3 +349,13 @@ def test_a_renamed_section_is_caught() -> None:
     assert _dangling('# (docs/operations.md, "A node of several\n# on hosts")', here) == []
     assert _dangling('docs/operations.md, "NATS credentials"', here) == []  # a bold label
     assert _dangling('docs/operations.md, "Rolling the answer key"', here) == []  # a lead
+
+
+def test_the_result_codes_table_lists_every_code_once() -> None:
+    """docs/validation.md, "The result codes": one row per `ResultCode`, none gone."""
+    from responder.validation.result import ResultCode
+
+    text = (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+    table = text.split("\n## The result codes\n", 1)[1].split("\n\n| result | when |\n", 1)[1]
+    rows = re.findall(r"^\| `([a-z-]+)` \|", table.split("\n\n", 1)[0], re.M)
+    assert sorted(rows) == sorted(code.value for code in ResultCode)
