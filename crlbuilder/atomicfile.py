@@ -47,8 +47,11 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
-    """``data`` in a new temporary file beside ``path``, synced, then given ``mode``."""
+def _write_tmp(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> Path:
+    """``data`` in a new temporary file beside ``path``, synced, then given ``owner`` (uid,
+    gid) when set and ``mode``; an owner this process may not give (not root) leaves the file
+    its own and takes the group's and others' bits off ``mode``: never a group it did not
+    name."""
     tmp = tmp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -57,6 +60,11 @@ def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            if owner is not None:
+                try:
+                    os.fchown(fd, *owner)
+                except PermissionError:
+                    mode &= 0o700
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -66,10 +74,18 @@ def _write_tmp(path: Path, data: bytes, mode: int) -> Path:
     return tmp
 
 
-def write_whole(path: Path, data: bytes, mode: int = 0o600, *, sync_dir: bool = False) -> None:
-    """Replace ``path`` with ``data`` (given ``mode`` once whole); ``sync_dir`` also syncs the
-    directory, so that the rename itself survives a power cut."""
-    tmp = _write_tmp(path, data, mode)
+def write_whole(
+    path: Path,
+    data: bytes,
+    mode: int = 0o600,
+    *,
+    sync_dir: bool = False,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace ``path`` with ``data`` (given ``owner`` (uid, gid) when set and ``mode`` once
+    whole: `_write_tmp`); ``sync_dir`` also syncs the directory, so that the rename itself
+    survives a power cut."""
+    tmp = _write_tmp(path, data, mode, owner)
     try:
         os.replace(tmp, path)
     except BaseException:

@@ -32,7 +32,8 @@
 - Why the responder unit keeps ``lock.mdb`` writable: on a read-only mount an
   LMDB reader does not register in the reader table (shown in a user and
   mount namespace made with unshare).
-- docs/operations.md: every ``crlbuilder``/``responder`` command in it parses.
+- docs/operations.md: every ``crlbuilder``/``responder`` command in it parses; every
+  ```promql line of README.md and docs/ parses (promtool).
 
 Tools: promtool (Debian package prometheus), systemd-analyze and
 systemd-sysusers (systemd, which brings libseccomp2), unshare (util-linux),
@@ -446,6 +447,42 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
         rules.append({"record": f"dashboard:query_{i}", "expr": e, "labels": {"where": where}})
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    out = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _doc_promql() -> list[tuple[str, str]]:
+    """(where, expression) of each line of the ```promql blocks of README.md and docs/*.md
+    (a runbook's block holds one expression a line)."""
+    out = []
+    for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        text = doc.read_text(encoding="utf-8")
+        for m in re.finditer(r"```promql\n(.*?)```", text, re.S):
+            line = text[: m.start()].count("\n") + 2
+            for k, expr in enumerate(m.group(1).splitlines()):
+                if expr.strip():
+                    out.append((f"{doc.name}:{line + k}", expr.strip()))
+    return out
+
+
+def test_the_documents_promql_parses(tmp_path: Path) -> None:
+    """promtool parses every query the runbooks and guides give an operator to paste (their
+    metric names: test_documents_name_only_real_alerts_and_metrics)."""
+    promtool = _tool("promtool", "prometheus")
+    exprs = _doc_promql()
+    assert len(exprs) >= 40, len(exprs)
+    rules = [
+        {"record": f"docs:query_{i}", "expr": e, "labels": {"where": w}}
+        for i, (w, e) in enumerate(exprs)
+    ]
+    path = tmp_path / "doc_rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "docs", "rules": rules}]}))
     out = subprocess.run(
         [promtool, "check", "rules", str(path)],
         check=False,

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import hmac
 import json
+import os
 import shutil
 import stat
 import time
@@ -219,6 +220,39 @@ REFUSALS = [
     ),
     ("an existing id", ["--id", "sig-verifier", "--name", "X"], ["already registered"]),
 ]
+
+
+def test_a_change_keeps_the_files_owner_group_and_mode(reg: Path) -> None:
+    """docs/operations.md: root writes ``/etc/jpki-va/registry.toml`` root:jpki-va 0640, and
+    the responder (user jpki-va) reads it through its group. A change (``registry suspend``,
+    run as root) wrote it back root's own 0600: the service could not read it, the
+    suspension never came into force, and the next start was refused. The replaced file's
+    owner, group and mode are kept now, its mode at most 0640."""
+    group = 65534 if os.geteuid() == 0 else os.getgid()  # root: another group than its own
+    os.chown(reg, os.getuid(), group)
+    reg.chmod(0o640)
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    st = reg.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, os.getuid(), group)
+    reg.chmod(0o666)  # wider than the service needs: narrowed, others lose their bits
+    assert act(reg, "resume", "sig-verifier") == 0
+    assert stat.S_IMODE(reg.stat().st_mode) == 0o640
+    assert [p.name for p in reg.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_group_the_writer_may_not_give_is_not_given(
+    reg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root, a writer cannot give the file to the replaced one's owner: it stays the
+    writer's, readable by its owner only, never by a group it did not name."""
+
+    def refuse(fd: int, uid: int, gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    reg.chmod(0o640)
+    monkeypatch.setattr(os, "fchown", refuse)
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    assert stat.S_IMODE(reg.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """`crlbuilder store copy` (`copy_store`) never leaves out what the source holds.
 
-The copy is put in the source's place (docs/operations.md, "Compacting the store"): an
-entry it left out is an entry the store loses, a revocation among them. Two ways it did so
+The copy is put in the source's place (docs/operations.md, "Stores built before the meminit
+fix"): an entry it left out is an entry the store loses, a revocation among them. Two ways it did so
 without a word: a database of a later release (the copy knew only its own), and what a
 writer still running on the source committed after the copy's snapshot.
 """

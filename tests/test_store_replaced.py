@@ -1,7 +1,7 @@
 """A store put in place of the one a responder opened (`Store.replaced`, `JpkiApp.store_replaced`).
 
-`crlbuilder store copy` and a rename (docs/operations.md, "Compacting the store"), or a
-restore, while the responder runs: its workers keep the old data.mdb mapped, and the
+`crlbuilder store copy` and a rename (docs/operations.md, "Stores built before the meminit
+fix"), or a restore, while the responder runs: its workers keep the old data.mdb mapped, and the
 builder started on the new one writes there. A revocation committed in the new file must
 not leave the workers answering ``good`` from the old one (DESIGN.md, freshness: no worker
 answers good once the builder committed a revocation): they answer ``tryLater`` and

@@ -78,6 +78,7 @@ import getpass
 import hashlib
 import os
 import secrets
+import stat
 import sys
 import time
 import tomllib
@@ -172,11 +173,25 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
+KEPT_MODE: Final = 0o640
+"""The most of a replaced registry file's mode a write keeps: its owner's read and write, its
+group's read (the service account's group reads the file root writes: docs/operations.md,
+"Layout"), nothing for others."""
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600), durably (`atomicfile.write_whole`); the
-    temporary of an earlier write that crashed is swept first."""
+    """Replace ``path`` with ``data``, durably (`atomicfile.write_whole`), keeping the replaced
+    file's owner, group and mode (at most `KEPT_MODE`); a new file is 0600. A change made as
+    root to a file the responder reads through its group (root:jpki-va 0640) left it root's
+    0600: unreadable to the service, the change never in force, and the next start refused.
+    The temporary of an earlier write that crashed is swept first."""
     atomicfile.sweep_own(path, now=time.time())
-    atomicfile.write_whole(path, data, 0o600, sync_dir=True)
+    mode, owner = 0o600, None
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode):
+            mode, owner = stat.S_IMODE(st.st_mode) & KEPT_MODE | 0o600, (st.st_uid, st.st_gid)
+    atomicfile.write_whole(path, data, mode, sync_dir=True, owner=owner)
 
 
 @dataclass
