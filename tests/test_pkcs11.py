@@ -614,3 +614,25 @@ def test_builder_follow_loop_outlives_a_token_gone_while_it_signs(
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.integration
+def test_a_key_found_again_after_an_outage_is_checked_against_the_certificate(
+    token: SoftHsmToken,
+) -> None:
+    """The key is compared with its certificate at start; a signer that finds it again by its
+    label (a new thread's session, the token back after an outage, another HSM of a failover
+    group) signed with whatever key held the label then: a key made again under that label
+    signed answers that carried the old certificate, and every client rejected them. Refused
+    now, each time, naming the key; nothing is signed."""
+    ref, cert = token.add_key("ocsp")
+    signer = load_signer(ref, cert)
+    _verify(signer, b"before", signer.sign(b"before"))
+    p11.destroy_key(ref, module=token.module)  # the label's key replaced in the token
+    token.add_key("ocsp")
+    for _ in range(2):  # not once only: never a signature by the other key
+        with pytest.raises(p11.TokenUnavailable) as e:
+            signer.sign(b"after")
+        assert str(e.value).startswith(ref), str(e.value)
+        assert "does not match the certificate" in str(e.value)
+        assert SECRET not in str(e.value)

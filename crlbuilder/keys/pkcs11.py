@@ -113,6 +113,11 @@ class TokenUnavailable(SignerError):
     """The token failed at run time (removed, not present, sessions gone): retry later."""
 
 
+class _KeyRefused(SignerError):
+    """The key found under the reference's label may not sign for the certificate (not RSA,
+    too short, leakable, another key): refused at start even when an outage is accepted."""
+
+
 def redact(key_ref: str) -> str:
     """``key_ref`` with any PIN-bearing attribute's value removed, fit for a message or a log."""
     if not is_pkcs11_uri(key_ref):
@@ -463,11 +468,19 @@ class Pkcs11Signer:
     (opened after fork, logged in once).
     """
 
-    __slots__ = ("_certificate", "_pin", "_session_log", "_so", "_uri")
+    __slots__ = ("_cert_path", "_certificate", "_pin", "_session_log", "_so", "_uri")
 
-    def __init__(self, uri: KeyUri, certificate: x509.Certificate, pin: str, so: str) -> None:
+    def __init__(
+        self,
+        uri: KeyUri,
+        certificate: x509.Certificate,
+        pin: str,
+        so: str,
+        cert_path: str | os.PathLike[str] = "its certificate",
+    ) -> None:
         self._uri = uri
         self._certificate = certificate
+        self._cert_path = os.fspath(cert_path)
         self._pin = pin
         self._so = so
         self._session_log: oplog.SigningSession | None = None
@@ -491,30 +504,16 @@ class Pkcs11Signer:
         uri = parse_key_uri(key_ref)
         certificate = load_certificate(Path(cert_path))
         so = module or module_path()
-        signer = cls(uri, certificate, uri.read_pin(), so)
+        signer = cls(uri, certificate, uri.read_pin(), so, cert_path)
         try:
-            key = signer._key()
+            signer._key()  # found, and checked against the certificate (`_checked`)
+        except _KeyRefused:
+            raise
         except SignerError as exc:
             if not outage_ok:
                 raise
             log.warning("signing key not reachable now, signing will be retried: %s", exc)
             return signer
-        _refuse_leakable(key, uri)
-        public = _public_key(key, uri)
-        if public.key_size < MIN_RSA_BITS:
-            raise SignerError(
-                f"{uri.ref}: the key is RSA-{public.key_size}; "
-                f"at least RSA-{MIN_RSA_BITS} is required"
-            )
-        try:
-            matches = spki_der(public) == spki_der(certificate.public_key())
-        except SignerError as exc:
-            raise SignerError(f"{uri.ref} with {cert_path}: {exc}") from None
-        if not matches:
-            raise SignerError(
-                f"{uri.ref} with {cert_path}: the key in the token does not match "
-                "the certificate's public key"
-            )
         log.info("loaded signing key %s for certificate %s", uri.ref, cert_path)
         return signer
 
@@ -543,11 +542,44 @@ class Pkcs11Signer:
                 local.keys = {}
             key = local.keys.get(self._uri.label)
             if key is None:
-                key = local.keys[self._uri.label] = _find_key(local.session, self._uri)
+                # found by its label, which another key may hold now: checked each time
+                key = self._checked(_find_key(local.session, self._uri))
+                local.keys[self._uri.label] = key
         except BaseException:
             if hold:
                 _release(proc)
             raise
+        return key
+
+    def _checked(self, key: Any) -> Any:
+        """``key`` when it may sign for the certificate: RSA-2048 or more, kept in the token
+        (`_refuse_leakable`) and the certificate's; else `_KeyRefused` naming the key.
+
+        Checked wherever the key is found by its label (at start, and in every session
+        opened later: a new signing thread, the token back after an outage): the label may
+        name another key by then (a key destroyed and made again under it, a token restored
+        or replaced, another HSM of a failover group), whose signatures every client would
+        reject under this certificate."""
+        uri, where = self._uri, self._cert_path
+        try:
+            _refuse_leakable(key, uri)
+            public = _public_key(key, uri)
+        except SignerError as exc:
+            raise _KeyRefused(str(exc)) from None
+        if public.key_size < MIN_RSA_BITS:
+            raise _KeyRefused(
+                f"{uri.ref}: the key is RSA-{public.key_size}; "
+                f"at least RSA-{MIN_RSA_BITS} is required"
+            )
+        try:
+            matches = spki_der(public) == spki_der(self._certificate.public_key())
+        except SignerError as exc:
+            raise _KeyRefused(f"{uri.ref} with {where}: {exc}") from None
+        if not matches:
+            raise _KeyRefused(
+                f"{uri.ref} with {where}: the key in the token does not match "
+                "the certificate's public key"
+            )
         return key
 
     def sign(self, data: bytes) -> bytes:
