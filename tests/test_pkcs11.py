@@ -636,3 +636,66 @@ def test_a_key_found_again_after_an_outage_is_checked_against_the_certificate(
         assert str(e.value).startswith(ref), str(e.value)
         assert "does not match the certificate" in str(e.value)
         assert SECRET not in str(e.value)
+
+
+@pytest.mark.integration
+def test_a_pin_refused_at_run_time_is_not_tried_again(
+    token: SoftHsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's PIN changed while a service runs (it stays logged in), then the token goes
+    away and comes back: the service's login with the old PIN is refused. Every signature
+    after that logged in again with the same wrong PIN (every worker, every signing process
+    the builder starts again), and an HSM locks its user PIN after a few wrong ones: every
+    key in it, the CA keys too. Now one try; then no login with that PIN in this process or
+    a child forked after, and none in another process while the token says a wrong PIN was
+    given since its last login (CKF_USER_PIN_COUNT_LOW). A restart with the right PIN signs."""
+    ref, cert = token.add_key("ocsp")
+    signer = load_signer(ref, cert)
+    _verify(signer, b"before", signer.sign(b"before"))
+    new_pin = "changed-" + SECRET
+    with pkcs11.lib(token.module).get_token(token_label=token.label).open(rw=True) as session:
+        session.set_pin(SECRET, new_pin)  # this process is logged in: the session is the user's
+    logins: list[str] = []
+    real_log_in = p11._log_in
+
+    def counting(tok: object, pin: str) -> object:
+        logins.append("try")
+        return real_log_in(tok, pin)
+
+    monkeypatch.setattr(p11, "_log_in", counting)
+    tokens, away = token.directory / "tokens", token.directory / "tokens-away"
+    tokens.rename(away)
+    try:
+        with pytest.raises(p11.TokenUnavailable):
+            signer.sign(b"during")
+    finally:
+        away.rename(tokens)
+    with pytest.raises(p11.TokenUnavailable, match="refused the PIN"):
+        signer.sign(b"after")
+    assert logins == ["try"]
+    for _ in range(3):
+        with pytest.raises(p11.TokenUnavailable, match="not tried again") as e:
+            signer.sign(b"again")
+        assert str(e.value).startswith(ref) and SECRET not in str(e.value)
+    assert logins == ["try"]
+    pid = os.fork()
+    if pid == 0:  # a signing process forked now: it knows the refusal
+        code = 3
+        try:
+            signer.sign(b"child")
+        except p11.TokenUnavailable as exc:
+            code = 0 if "not tried again" in str(exc) and logins == ["try"] else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    p11.close_all()  # another process's state: only the token's own flags tell it
+    with pytest.raises(p11.TokenUnavailable, match="given wrong since its last login") as e:
+        signer.sign(b"another process")
+    assert SECRET not in str(e.value) and new_pin not in str(e.value)
+    assert logins == ["try"]
+    token.pin_file.write_text(new_pin + "\n")  # the operator fixes the PIN source, restarts
+    p11.close_all()
+    restarted = load_signer(ref, cert)
+    _verify(restarted, b"restarted", restarted.sign(b"restarted"))
+    assert logins == ["try", "try"]
