@@ -36,6 +36,7 @@ from crlbuilder.config import BuilderConfig, add_arguments, load_config, write_f
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.group import init as group_init
 from crlbuilder.group import pull as group_pull
+from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, describe_commands, instant, run_command
 
@@ -945,6 +946,7 @@ NATS unreachable: exit 1.""",
 
 
 def main(argv: list[str] | None = None) -> int:
+    no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
     return run_command(parser(), argv)
 
 

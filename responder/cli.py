@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.options import ConfigError, describe_commands, run_command
 from responder import reloadctl, report
 from responder.config import add_arguments, load_config, overrides_from_args
@@ -113,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
     return run_command(parser(), argv)
 
 
