@@ -361,6 +361,12 @@ class V1Api:
             except Exception:  # no answer, nothing counted (`Reply.provide` not run)
                 _log.exception("an answer's body could not be made")
                 return Done(_EFFECT_FAILED, got)
+        try:
+            signature = self.signer.sign(body) if route.signed and self.signer is not None else None
+        except Exception as e:  # no answer, nothing counted (`Reply.provide` not run),
+            # nothing done: signed before the effect, whose 503 would otherwise follow it
+            _log.error("an answer could not be signed: %s", type(e).__name__)
+            return Done(_EFFECT_FAILED, got)
         if got.effect is not None:
             try:
                 got.effect()
@@ -370,11 +376,6 @@ class V1Api:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
                 _log.error("%s: an answer's effect failed (503 unavailable): %s", route.path, why)
                 return Done(_EFFECT_FAILED, got)
-        try:
-            signature = self.signer.sign(body) if route.signed and self.signer is not None else None
-        except Exception as e:  # no answer, nothing counted (`Reply.provide` not run)
-            _log.error("an answer could not be signed: %s", type(e).__name__)
-            return Done(_EFFECT_FAILED, got)
         return Done(None, got, body, signature)
 
     def counted_at(self, now: float) -> float:
