@@ -86,6 +86,12 @@ def test_rfc7512_uri_names_token_key_and_pin_source() -> None:
         ("pkcs11:token=t;object=k?pin-source=https://x/pin", "file:/absolute/path or env:NAME"),
         ("pkcs11:token=t;object=k?pin-source=env:A-B", "variable name"),
         ("/etc/jpki-va/ocsp.key", "not a PKCS#11 URI"),
+        # a PIN under a misspelt name, or with none: refused, and never shown
+        (f"pkcs11:token=t;object=k?pin_value={SECRET}", "'pin_value' is not accepted"),
+        (f"pkcs11:token=t;object=k?pin%2Dvalue={SECRET}", "is not accepted"),
+        (f"pkcs11:token=t;object=k;pin={SECRET}?pin-source=env:P", "'pin' is not accepted"),
+        (f"pkcs11:token=t;object=k?{SECRET}", "a part without '='"),
+        (f"pkcs11:{SECRET};token=t;object=k?pin-source=env:P", "a part without '='"),
     ],
 )
 def test_key_reference_refused_with_a_clear_message_never_the_pin(ref: str, why: str) -> None:
@@ -97,10 +103,16 @@ def test_key_reference_refused_with_a_clear_message_never_the_pin(ref: str, why:
     assert message.startswith(p11.redact(ref))
 
 
-def test_redact_removes_pin_values_only() -> None:
+def test_redact_keeps_only_the_values_that_hold_no_secret() -> None:
     ref = f"pkcs11:token=t;object=k?pin-value={SECRET}&pin-source=env:P"
     assert p11.redact(ref) == "pkcs11:token=t;object=k?pin-value=<redacted>&pin-source=env:P"
     assert p11.redact("/a/b.key") == "/a/b.key"
+    shown = "pkcs11:token=t;object=k;id=%01;type=private?pin-source=file:/etc/pin"
+    assert p11.redact(shown) == shown
+    assert p11.redact(f"PKCS11:Pin={SECRET};token=t") == "PKCS11:pin=<redacted>;token=t"
+    assert p11.redact(f"pkcs11:token=t?{SECRET}&pin-source=env:P") == (
+        "pkcs11:token=t?<redacted>&pin-source=env:P"
+    )
 
 
 def test_pin_file_readable_by_others_refused(tmp_path: Path) -> None:

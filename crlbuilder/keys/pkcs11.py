@@ -103,6 +103,12 @@ DEFAULT_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
 _PATH_ATTRS: Final = frozenset({"token", "object", "type"})
 _QUERY_ATTRS: Final = frozenset({"pin-source"})
 _SECRET_ATTRS: Final = ("pin-value",)
+_SHOWN_ATTRS: Final = _PATH_ATTRS | _QUERY_ATTRS | frozenset(
+    {"id", "library-description", "library-manufacturer", "library-version", "manufacturer",
+     "model", "module-name", "module-path", "serial", "slot-description", "slot-id",
+     "slot-manufacturer"}
+)  # fmt: skip
+"""RFC 7512's attributes that hold no secret: a message shows their values (`redact`)."""
 _MAX_PIN: Final = 256
 _TOKEN_TRIES: Final = 5
 _TOKEN_RETRY_SECONDS: Final = 0.05
@@ -119,13 +125,27 @@ class _KeyRefused(SignerError):
 
 
 def redact(key_ref: str) -> str:
-    """``key_ref`` with any PIN-bearing attribute's value removed, fit for a message or a log."""
+    """``key_ref`` fit for a message or a log: the value of every attribute but RFC 7512's
+    that hold no secret removed (a ``pin-value``, and a misspelt one, ``pin_value=``,
+    ``pin%2Dvalue=``, ``pin=``), and any part that is no ``name=value`` (a PIN written
+    after the ``?``)."""
     if not is_pkcs11_uri(key_ref):
         return key_ref
     out = []
-    for part in _split_any(key_ref):
-        name = part[0].split("=", 1)[0].strip().lower()
-        out.append(f"{name}=<redacted>{part[1]}" if name in _SECRET_ATTRS else "".join(part))
+    for i, (text, sep) in enumerate(_split_any(key_ref)):
+        name, eq, _ = text.partition("=")
+        name = name.strip().lower()
+        if i == 0:  # the scheme and the first path attribute: "pkcs11:token=..."
+            scheme, _, name = name.partition(":")
+            if name in _SHOWN_ATTRS or (not name and not eq):
+                out.append(text + sep)
+            else:
+                shown = f"{name}=<redacted>" if eq else "<redacted>"
+                out.append(f"{text[: len(scheme) + 1]}{shown}{sep}")
+        elif name in _SHOWN_ATTRS or not text:
+            out.append(text + sep)
+        else:
+            out.append((f"{name}=<redacted>" if eq and name else "<redacted>") + sep)
     return "".join(out)
 
 
@@ -201,7 +221,12 @@ def parse_key_uri(key_ref: str) -> KeyUri:
                     f"{shown}: a PIN inside the key reference is refused; "
                     "use pin-source=file:/path (mode 0600) or pin-source=env:NAME"
                 )
-            if not eq or name not in allowed:
+            if not eq:  # not echoed: it may be a PIN written without its name
+                raise SignerError(
+                    f"{shown}: a part without '=' is not accepted (path: token=, object=, "
+                    "type=; query: pin-source=)"
+                )
+            if name not in allowed:
                 raise SignerError(
                     f"{shown}: attribute {name!r} is not accepted here "
                     f"(path: token, object, type; query: pin-source)"
