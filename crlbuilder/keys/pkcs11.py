@@ -63,7 +63,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, TokenFlag
 from pkcs11 import exceptions as p11e
 
 from crlbuilder.auditlog import ChainError
-from crlbuilder.keyref import PKCS11_SCHEME, is_pkcs11_uri
+from crlbuilder.keyref import PKCS11_SCHEME, is_pkcs11_uri, redact
 from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
@@ -103,12 +103,6 @@ DEFAULT_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
 _PATH_ATTRS: Final = frozenset({"token", "object", "type"})
 _QUERY_ATTRS: Final = frozenset({"pin-source"})
 _SECRET_ATTRS: Final = ("pin-value",)
-_SHOWN_ATTRS: Final = _PATH_ATTRS | _QUERY_ATTRS | frozenset(
-    {"id", "library-description", "library-manufacturer", "library-version", "manufacturer",
-     "model", "module-name", "module-path", "serial", "slot-description", "slot-id",
-     "slot-manufacturer"}
-)  # fmt: skip
-"""RFC 7512's attributes that hold no secret: a message shows their values (`redact`)."""
 _MAX_PIN: Final = 256
 _TOKEN_TRIES: Final = 5
 _TOKEN_RETRY_SECONDS: Final = 0.05
@@ -122,43 +116,6 @@ class TokenUnavailable(SignerError):
 class _KeyRefused(SignerError):
     """The key found under the reference's label may not sign for the certificate (not RSA,
     too short, leakable, another key): refused at start even when an outage is accepted."""
-
-
-def redact(key_ref: str) -> str:
-    """``key_ref`` fit for a message or a log: the value of every attribute but RFC 7512's
-    that hold no secret removed (a ``pin-value``, and a misspelt one, ``pin_value=``,
-    ``pin%2Dvalue=``, ``pin=``), and any part that is no ``name=value`` (a PIN written
-    after the ``?``)."""
-    if not is_pkcs11_uri(key_ref):
-        return key_ref
-    out = []
-    for i, (text, sep) in enumerate(_split_any(key_ref)):
-        name, eq, _ = text.partition("=")
-        name = name.strip().lower()
-        if i == 0:  # the scheme and the first path attribute: "pkcs11:token=..."
-            scheme, _, name = name.partition(":")
-            if name in _SHOWN_ATTRS or (not name and not eq):
-                out.append(text + sep)
-            else:
-                shown = f"{name}=<redacted>" if eq else "<redacted>"
-                out.append(f"{text[: len(scheme) + 1]}{shown}{sep}")
-        elif name in _SHOWN_ATTRS or not text:
-            out.append(text + sep)
-        else:
-            out.append((f"{name}=<redacted>" if eq and name else "<redacted>") + sep)
-    return "".join(out)
-
-
-def _split_any(text: str) -> list[tuple[str, str]]:
-    """Split on ; ? & keeping each separator after its piece (for `redact`)."""
-    pieces: list[tuple[str, str]] = []
-    start = 0
-    for i, ch in enumerate(text):
-        if ch in ";?&":
-            pieces.append((text[start:i], ch))
-            start = i + 1
-    pieces.append((text[start:], ""))
-    return pieces
 
 
 @dataclass(frozen=True, slots=True)
