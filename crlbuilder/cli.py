@@ -15,7 +15,7 @@
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration; and a command's own: `build` 3 the record stream refused
-(`EXIT_STREAM_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
+(`EXIT_STREAM_REFUSED`), 5 a token refused the PIN (`EXIT_PIN_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
 4 no snapshot in the bucket (`EXIT_NO_SNAPSHOT`).
 """
 
@@ -125,7 +125,7 @@ def _serial(text: str) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, SpoolBusy, sources
-    from crlbuilder.keys.signer import SignerError
+    from crlbuilder.keys.signer import EXIT_PIN_REFUSED, PinRefused, SignerError
     from crlbuilder.store.format import StoreFormatError, StoreWriteError
 
     if args.max_idle is not None and not args.follow:
@@ -156,7 +156,7 @@ def _build(args: argparse.Namespace) -> int:
             builder.hold_undelivered = True  # a full quarantine disk stops no revocation
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
     if stream is not None:
         try:
             return _build_from_stream(args, cfg, builder, stream)
@@ -170,7 +170,7 @@ def _build(args: argparse.Namespace) -> int:
             report = builder.build(paths, args.as_of)
         except (FileNotFoundError, AsOfError, SignerError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
             try:

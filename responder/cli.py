@@ -39,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
     # except clause names these errors (a bad configuration fails before any of them)
     from crlbuilder.group.setup import GroupSetupError, load_group_setup
     from crlbuilder.keys.pkcs11 import close_all
-    from crlbuilder.keys.signer import SignerError
+    from crlbuilder.keys.signer import EXIT_PIN_REFUSED, PinRefused, SignerError
     from crlbuilder.manifest import ManifestError, load_manifest
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
@@ -75,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         ConfigError, ManifestError, GroupSetupError, RegistryError, StoreFormatError, SignerError,
     ) as e:  # fmt: skip
         print(f"responder serve: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
     return serve(
         config,
         functools.partial(create_app, last_good=last_good),

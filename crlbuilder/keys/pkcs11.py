@@ -68,6 +68,7 @@ from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
     SHA256_WITH_RSA_DER,
+    PinRefused,
     SignerError,
     load_certificate,
     read_private_file,
@@ -348,9 +349,9 @@ def _token_locked(
     except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
         if run_time:
             proc.refused.add(refusal)
-        raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
+        raise PinRefused(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
     except p11e.PinLocked:
-        raise SignerError(f"{uri.ref}: the token's user PIN is locked") from None
+        raise PinRefused(f"{uri.ref}: the token's user PIN is locked") from None
     except p11e.UserAlreadyLoggedIn:  # another key of this token logged in already
         session = token.open()
     except p11e.PKCS11Error as exc:
