@@ -40,7 +40,7 @@ from crlbuilder.group.setup import GroupSetup
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
-from crlbuilder.ocsp.delegate import delegate_problem
+from crlbuilder.ocsp.delegate import delegate_problem, validity_problem
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, SingleAnswer, error_response
 
 ERRORS: Final[dict[int, bytes]] = {
@@ -141,10 +141,16 @@ def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[Is
     The group holds no delegate of the 機構's CAs: its answers come from a responder its
     members trust by configuration (RFC 6960 §4.2.2.2, ``openssl ocsp -VAfile``), so the
     same signer stands for every issuer, before and after a compromise of a CA key.
+
+    Unless ``outage_ok`` (a worker, after the master checked), a responder certificate not
+    valid now (expired, or installed before its notBefore) raises `SignerError`, as the
+    機構's delegates do (`load_issuers`): the members would reject every answer it signs.
     """
-    signer = ResponseSigner(
-        load_signer(setup.key_ref(), setup.path(setup.responder_cert), outage_ok=outage_ok)
-    )
+    cert_path = setup.path(setup.responder_cert)
+    own = load_signer(setup.key_ref(), cert_path, outage_ok=outage_ok)
+    if not outage_ok and (problem := validity_problem(own.certificate, datetime.now(UTC))):
+        raise SignerError(f"{cert_path}: the group's responder certificate: {problem}")
+    signer = ResponseSigner(own)
     views = []
     for i in setup.issuers:
         cert = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes())

@@ -21,9 +21,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crlbuilder.build import Builder
 from crlbuilder.demo.pki import init_pki
+from crlbuilder.group.setup import GroupIssuer, GroupSetup
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import load_manifest
-from responder.ocsp import load_issuers
+from responder.ocsp import load_group_issuers, load_issuers
 from tests.support.builder import builder_config
 
 pytestmark = pytest.mark.unit
@@ -162,3 +163,49 @@ def test_serve_refuses_a_delegate_not_valid_now(
 def test_build_takes_its_own_pki(pki_dir: Path, tmp_path: Path) -> None:
     cfg = builder_config(tmp_path, pki_dir)
     Builder(cfg, progress=False).close()
+
+
+@pytest.mark.parametrize(
+    ("begins", "ends", "when"),
+    [(-400, -1, "expired"), (1, 400, "not valid yet")],
+    ids=["expired", "renewal-installed-early"],
+)
+def test_a_group_responder_refuses_its_own_certificate_not_valid_now(
+    pki_dir: Path, tmp_path: Path, begins: int, ends: int, when: str
+) -> None:
+    """A group appliance's own responder certificate (its members trust it, ``-VAfile``) was
+    not checked for its validity at start: a responder started with an expired one served
+    ``tryLater`` to every member, one not valid yet signed answers every member rejected.
+    `responder serve` refuses it now, naming the file, as it does the 機構's delegates; a
+    worker (``outage_ok``, the master checked) does not."""
+    m = load_manifest(pki_dir)
+    key_path = shutil.copy(m.path(m.group_responder_key), tmp_path / "responder.key")
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    now = datetime.now(UTC)
+    name = x509.Name.from_rfc4514_string("CN=group responder")
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now + timedelta(days=begins))
+        .not_valid_after(now + timedelta(days=ends))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    (tmp_path / "responder.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    issuer = m.issuer("sign-card-g1")
+    setup = GroupSetup(
+        group_id="g", authority="https://kikou.example", token_file="token", cycle_seconds=60,
+        responder_cert="responder.pem", responder_key="responder.key",
+        issuers=[GroupIssuer(
+            id=issuer.id, family=issuer.family, generation=issuer.generation, index=1,
+            cert=str(m.path(issuer.cert)), sha256="0" * 64,
+            crl_url="https://kikou.example/f.crl", delta_crl_url="https://kikou.example/d.crl",
+        )],
+        directory=str(tmp_path),
+    )  # fmt: skip
+    with pytest.raises(SignerError) as refused:
+        load_group_issuers(setup)
+    assert str(refused.value).startswith(
+        f"{tmp_path / 'responder.pem'}: the group's responder certificate: its certificate is {when}"
+    )
+    assert [v.id for v in load_group_issuers(setup, outage_ok=True)] == ["sign-card-g1"]
