@@ -1027,8 +1027,11 @@ def test_an_answer_that_cannot_be_signed_queues_nothing(
     a 503 whose request the builder still issued (state changed behind a refusal)."""
     desk = MemoryDesk(ca)
     api = Api(spec_table(), desk=desk, signer=GoneSigner())
+    failed: list[str] = []
+    api.api.sign_failed = lambda: failed.append("answer")  # the app's signer-error counter
     with caplog.at_level("ERROR"):
         resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
     assert resp.status == 503 and body["rule"] == "unavailable"
     assert desk.queued == {} and api.ledger.counted == []
     assert any("could not be signed" in r.getMessage() for r in caplog.records)
+    assert failed == ["answer"]

@@ -231,6 +231,10 @@ class V1Api:
         self.group_id = group_id
         """On a group appliance (団体署名検証者): the group whose own members (署名確認者) the
         routes answer, decided by `responder.policy.decide_member` (Act §20(1))."""
+        self.sign_failed: Callable[[], None] | None = None
+        """Called (from the thread that signs) when an answer could not be signed (the
+        answer key's token gone, its certificate expired): the app counts it in
+        ``jpkiva_signer_errors_total{signer="answer"}`` (alert JpkiVaSignerErrors)."""
         self.clock = clock
         """The clock `_finish` reads when the answer is provided (the app's ``time.time``):
         the provisions are taken and counted at that instant when its Japan day is not the
@@ -366,6 +370,8 @@ class V1Api:
         except Exception as e:  # no answer, nothing counted (`Reply.provide` not run),
             # nothing done: signed before the effect, whose 503 would otherwise follow it
             _log.error("an answer could not be signed: %s", type(e).__name__)
+            if self.sign_failed is not None:
+                self.sign_failed()
             return Done(_EFFECT_FAILED, got)
         if got.effect is not None:
             try:
