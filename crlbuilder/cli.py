@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 EPILOG: Final = (
     "Exit codes: 0 done, 1 the work failed (the message says why), 2 bad usage or "
-    "configuration; build and snapshot get have their own (see their --help). Every "
+    "configuration; build 3 the record stream refused, 5 a signing token refused the PIN "
+    "(the units restart neither); snapshot get has its own (see its --help). Every "
     "COMMAND has its own --help. The configuration: config/builder.toml (every field, "
     "commented); operating it: README.md and docs/operations.md."
 )

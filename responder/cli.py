@@ -7,7 +7,8 @@
     responder report --year YYYY --format html|csv|json --ledger DIR   the yearly report (報告書)
     responder watch-compact --config FILE          snapshot the watch lists, purge the watch stream
 
-Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration.
+Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration, 5 a
+signing token refused the PIN (`crlbuilder.keys.signer.EXIT_PIN_REFUSED`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from responder.v1 import watchcompact
 
 EPILOG: Final = (
     "Exit codes: 0 done, 1 the work failed or the server failed to start, 2 bad usage or "
-    "configuration. Every COMMAND has its own --help. The configuration: "
+    "configuration; serve 5 a signing token refused the PIN (the units do not restart it). "
+    "Every COMMAND has its own --help. The configuration: "
     "config/responder.toml (every field, commented); operating it: README.md and "
     "docs/operations.md."
 )
