@@ -43,6 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     from crlbuilder.keys.pkcs11 import close_all
     from crlbuilder.keys.signer import EXIT_PIN_REFUSED, PinRefused, SignerError
     from crlbuilder.manifest import ManifestError, load_manifest
+    from crlbuilder.ocsp.delegate import nocheck_missing
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
     from responder.app import create_app
@@ -65,7 +66,11 @@ def _serve(args: argparse.Namespace) -> int:
             load_group_issuers(load_group_setup(config.group.file))
         else:
             manifest = load_manifest(config.store.pki)
-            load_issuers(manifest)
+            for view in load_issuers(manifest):  # off the profile, not refused: said once
+                delegate = view.signer.signer.certificate
+                if (note := nocheck_missing(view.certificate, delegate)) is not None:
+                    print(f"responder serve: warning: {view.id}'s OCSP signer: {note}",
+                          file=sys.stderr)  # fmt: skip
             load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
             record_info_setup(config)  # the facts key of /v1/record-info, if configured
         close_all()
