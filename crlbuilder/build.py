@@ -66,7 +66,7 @@ from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.model import Record
-from crlbuilder.ocsp.delegate import delegate_problem
+from crlbuilder.ocsp.delegate import delegate_problem, nocheck_missing
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
@@ -385,6 +385,9 @@ class Builder:
                         raise SignerError(
                             f"{m.path(files[1])}: {issuer.id}'s OCSP signer: {problem}"
                         )
+                    if (note := nocheck_missing(ca, signer.certificate)) is not None:
+                        self.emit({"event": "warning", "message": (
+                            f"{m.path(files[1])}: {issuer.id}'s OCSP signer: {note}")})  # fmt: skip
 
     def last_commit(self) -> int:
         """Epoch seconds of the store's last commit: records, lapses, or what a build published

@@ -15,7 +15,7 @@
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration; and a command's own: `build` 3 the record stream refused
-(`EXIT_STREAM_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
+(`EXIT_STREAM_REFUSED`), 5 a token refused the PIN (`EXIT_PIN_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
 4 no snapshot in the bucket (`EXIT_NO_SNAPSHOT`).
 """
 
@@ -36,6 +36,7 @@ from crlbuilder.config import BuilderConfig, add_arguments, load_config, write_f
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.group import init as group_init
 from crlbuilder.group import pull as group_pull
+from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, describe_commands, instant, run_command
 
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
 EPILOG: Final = (
     "Exit codes: 0 done, 1 the work failed (the message says why), 2 bad usage or "
-    "configuration; build and snapshot get have their own (see their --help). Every "
+    "configuration; build 3 the record stream refused, 5 a signing token refused the PIN "
+    "(the units restart neither); snapshot get has its own (see its --help). Every "
     "COMMAND has its own --help. The configuration: config/builder.toml (every field, "
     "commented); operating it: README.md and docs/operations.md."
 )
@@ -124,7 +126,7 @@ def _serial(text: str) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, SpoolBusy, sources
-    from crlbuilder.keys.signer import SignerError
+    from crlbuilder.keys.signer import EXIT_PIN_REFUSED, PinRefused, SignerError
     from crlbuilder.store.format import StoreFormatError, StoreWriteError
 
     if args.max_idle is not None and not args.follow:
@@ -155,7 +157,7 @@ def _build(args: argparse.Namespace) -> int:
             builder.hold_undelivered = True  # a full quarantine disk stops no revocation
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
     if stream is not None:
         try:
             return _build_from_stream(args, cfg, builder, stream)
@@ -169,7 +171,7 @@ def _build(args: argparse.Namespace) -> int:
             report = builder.build(paths, args.as_of)
         except (FileNotFoundError, AsOfError, SignerError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
             try:
@@ -945,6 +947,7 @@ NATS unreachable: exit 1.""",
 
 
 def main(argv: list[str] | None = None) -> int:
+    no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
     return run_command(parser(), argv)
 
 

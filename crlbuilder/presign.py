@@ -129,7 +129,7 @@ def walk_lead(state: sf.OcspState, refresh_before: int) -> int:
     return max(refresh_before, math.ceil(LEAD_FACTOR * state.walk_seconds))
 
 
-_worker_signers: dict[str, Signer] = {}
+_worker_signers: dict[str, Signer | SignerError] = {}
 
 
 def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
@@ -138,13 +138,20 @@ def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
         os._exit(1)
     for issuer_id, (key, cert) in keys.items():
         # own PKCS#11 session, after fork; the parent checked every key when it was made, so a
-        # token gone now is an outage that the signatures report (a failing initializer would
-        # break the pool instead, and every later run with it)
-        _worker_signers[issuer_id] = load_signer(key, cert, outage_ok=True)
+        # token gone now is an outage that the signatures report, and so is a key that cannot
+        # be used now (a PEM file made readable by others, or removed, since): a failing
+        # initializer would break the pool instead (`BrokenProcessPool`, no signing outage
+        # to the follow loops: the builder stopped)
+        try:
+            _worker_signers[issuer_id] = load_signer(key, cert, outage_ok=True)
+        except SignerError as exc:
+            _worker_signers[issuer_id] = exc
 
 
 def _sign_many(issuer_id: str, blobs: list[bytes]) -> list[bytes]:
     signer = _worker_signers[issuer_id]
+    if isinstance(signer, SignerError):
+        raise SignerError(str(signer))
     return [signer.sign(b) for b in blobs]
 
 

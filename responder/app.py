@@ -121,6 +121,7 @@ from responder.logs import AccessLog
 from responder.loopsigning import FreshSigning, fresh_signing
 from responder.memberbound import MemberQuota
 from responder.metrics import (
+    ANSWER_SIGNER,
     OCSP_STATUS,
     MetricsApp,
     WorkerMetrics,
@@ -462,10 +463,13 @@ class JpkiApp:
                 WatchCollector(lambda: watch.watchset),  # once a feed call opened them
             ]
         metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
+        answers = [ANSWER_SIGNER] if self.v1 is not None and self.v1.signer is not None else []
         metrics.known(
-            signers=sorted(set(self._signer_names.values())),
+            signers=sorted(set(self._signer_names.values())) + answers,
             crl_files=[f"{v.id}{kind}.crl" for v in views for kind in ("", "-delta")],
         )
+        if answers and self.v1 is not None:  # the /v1 answers' JWS key (responder.v1.jws)
+            self.v1.sign_failed = functools.partial(metrics.signer_error, ANSWER_SIGNER)
         feed = self.v1.env(changes.CHANGES_ROUTE.path) if self.v1 is not None else None
         if isinstance(feed, changes.WatchEnv):  # the env the feed's routes share
             feed.on_unbound = metrics.unbound_cursor

@@ -7,7 +7,8 @@
     responder report --year YYYY --format html|csv|json --ledger DIR   the yearly report (報告書)
     responder watch-compact --config FILE          snapshot the watch lists, purge the watch stream
 
-Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration.
+Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration, 5 a
+signing token refused the PIN (`crlbuilder.keys.signer.EXIT_PIN_REFUSED`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.options import ConfigError, describe_commands, run_command
 from responder import reloadctl, report
 from responder.config import add_arguments, load_config, overrides_from_args
@@ -26,7 +28,8 @@ from responder.v1 import watchcompact
 
 EPILOG: Final = (
     "Exit codes: 0 done, 1 the work failed or the server failed to start, 2 bad usage or "
-    "configuration. Every COMMAND has its own --help. The configuration: "
+    "configuration; serve 5 a signing token refused the PIN (the units do not restart it). "
+    "Every COMMAND has its own --help. The configuration: "
     "config/responder.toml (every field, commented); operating it: README.md and "
     "docs/operations.md."
 )
@@ -38,8 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
     # except clause names these errors (a bad configuration fails before any of them)
     from crlbuilder.group.setup import GroupSetupError, load_group_setup
     from crlbuilder.keys.pkcs11 import close_all
-    from crlbuilder.keys.signer import SignerError
+    from crlbuilder.keys.signer import EXIT_PIN_REFUSED, PinRefused, SignerError
     from crlbuilder.manifest import ManifestError, load_manifest
+    from crlbuilder.ocsp.delegate import nocheck_missing
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
     from responder.app import create_app
@@ -62,7 +66,11 @@ def _serve(args: argparse.Namespace) -> int:
             load_group_issuers(load_group_setup(config.group.file))
         else:
             manifest = load_manifest(config.store.pki)
-            load_issuers(manifest)
+            for view in load_issuers(manifest):  # off the profile, not refused: said once
+                delegate = view.signer.signer.certificate
+                if (note := nocheck_missing(view.certificate, delegate)) is not None:
+                    print(f"responder serve: warning: {view.id}'s OCSP signer: {note}",
+                          file=sys.stderr)  # fmt: skip
             load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
             record_info_setup(config)  # the facts key of /v1/record-info, if configured
         close_all()
@@ -74,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
         ConfigError, ManifestError, GroupSetupError, RegistryError, StoreFormatError, SignerError,
     ) as e:  # fmt: skip
         print(f"responder serve: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_PIN_REFUSED if isinstance(e, PinRefused) else 2
     return serve(
         config,
         functools.partial(create_app, last_good=last_good),
@@ -113,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
     return run_command(parser(), argv)
 
 

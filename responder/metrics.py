@@ -97,6 +97,7 @@ from responder.publicbound import ROUTE_CLASSES
 from responder.storegauges import ENTRIES_FILES
 
 __all__ = [
+    "ANSWER_SIGNER",
     "BUCKETS",
     "CONTENT_TYPE",
     "ENV",
@@ -111,6 +112,9 @@ __all__ = [
 ]
 
 ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+ANSWER_SIGNER: Final = "answer"
+"""``jpkiva_signer_errors_total``'s ``signer`` for the /v1 answers' JWS key
+(`responder.v1.jws`); every other value is an issuer id (its delegated OCSP signer)."""
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST.encode("ascii")
 BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -406,9 +410,10 @@ class WorkerMetrics:
         )
         self.signer_errors = Counter(
             "jpkiva_signer_errors",
-            "Fresh OCSP signatures that failed, by signer (the issuer generation whose "
-            "delegated OCSP signer failed: an HSM token gone or failing). Each such request "
-            "was answered tryLater (token unavailable) or internalError.",
+            "Fresh signatures that failed, by signer: the issuer generation whose delegated "
+            "OCSP signer failed (an HSM token gone or failing; the request was answered "
+            "tryLater or internalError), or 'answer', the /v1 answer-signing key (the call "
+            "was answered 503).",
             ("signer",),
             registry=None,
         )

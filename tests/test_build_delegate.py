@@ -9,6 +9,8 @@ without id-kp-OCSPSigning. The builder took either and re-signed every stored an
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ from crlbuilder.build import Builder
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import load_manifest
+from responder.cli import main as responder_main
 from responder.ocsp import load_issuers
 from tests.support.builder import builder_config
 
@@ -162,3 +165,39 @@ def test_serve_refuses_a_delegate_not_valid_now(
 def test_build_takes_its_own_pki(pki_dir: Path, tmp_path: Path) -> None:
     cfg = builder_config(tmp_path, pki_dir)
     Builder(cfg, progress=False).close()
+
+
+def test_a_delegate_without_ocsp_nocheck_is_warned_of_at_start_not_refused(
+    pki_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delegate lacking id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1; every delegate this
+    project makes has it) was taken silently: its clients may then check its own revocation
+    before believing any answer. Not refused (the answers verify where the CA's CRL is
+    reached), but both services say so at start, naming the file: the builder as a
+    ``warning`` event, ``responder serve`` on stderr."""
+    pki, cert = _renewed(pki_dir, tmp_path, by="sign-card-g2", purpose=True)  # no nocheck
+    cfg = builder_config(tmp_path, pki)
+    log = io.StringIO()
+    Builder(cfg, progress=False, log=log).close()
+    warned = [json.loads(line) for line in log.getvalue().splitlines()]
+    notes = [e["message"] for e in warned if "nocheck" in str(e.get("message"))]
+    assert notes == [
+        f"{cert}: sign-card-g2's OCSP signer: lacks id-pkix-ocsp-nocheck (RFC 6960 "
+        "§4.2.2.2.1): clients may check this signer's own revocation before believing its "
+        "answers (a CRL they must reach); renew it with the extension"
+    ]
+    code = responder_main(
+        ["serve", "--pki", str(pki), "--store", str(tmp_path / "no-store"),
+         "--registry", str(tmp_path / "none.toml"), "--port", "0", "--no-metrics"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2  # no registry: it stops after the signers were checked
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert lines == [
+        "responder serve: warning: sign-card-g2's OCSP signer: lacks id-pkix-ocsp-nocheck "
+        "(RFC 6960 §4.2.2.2.1): clients may check this signer's own revocation before "
+        "believing its answers (a CRL they must reach); renew it with the extension"
+    ], err
+    quiet = io.StringIO()  # the demo PKI's delegates carry it: nothing said
+    Builder(builder_config(tmp_path / "own", pki_dir), progress=False, log=quiet).close()
+    assert "nocheck" not in quiet.getvalue()

@@ -1779,6 +1779,33 @@ def test_the_log_names_a_key_without_its_pin_source_or_a_pin_value() -> None:
     assert oplog.key_name("/etc/jpki-va/ca-keys/g1.key") == "/etc/jpki-va/ca-keys/g1.key"
 
 
+def test_a_refused_ceremony_logs_no_pin_written_in_the_key_reference(
+    tmp_path: Path, operators: Path
+) -> None:
+    """A PIN put in the key reference under a name that is not ``pin-value`` (``pin=``), or
+    with no name: the ceremony refused (one approval) wrote its line with the reference as
+    given, PIN and all, into the operation log, which keeps every line for good. Only the
+    attributes that hold no secret keep their values there now."""
+    log = tmp_path / "oplog.jsonl"
+    pin = "7301-typed-pin"
+    refs = [
+        f"pkcs11:token=none;object=ca;pin={pin};type=private?pin-source=env:P",
+        f"pkcs11:{pin};token=none;object=ca?pin-source=env:P",
+    ]
+    for key in refs:
+        argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+                "--out", str(tmp_path / "ca.pem"), "--log", str(log), "--operators",
+                str(operators), *approvals(tmp_path, "alice")]  # fmt: skip
+        assert main(argv) == 2
+    recs = [r for r in after_enrolments(log) if r.event == "ceremony-refused"]
+    assert [r.key for r in recs] == [
+        "pkcs11:token=none;object=ca;pin=<redacted>;type=private",
+        "pkcs11:<redacted>;token=none;object=ca",
+    ]
+    assert pin not in log.read_text()
+    assert oplog.verify_oplog(log).problems == []
+
+
 _pool_signer: list[object] = []
 
 

@@ -645,6 +645,25 @@ def test_units_run_real_commands_as_the_service_account() -> None:
 
 
 @pytest.mark.parametrize("unit", ALL_UNITS, ids=lambda u: u.stem)
+def test_units_that_sign_are_not_restarted_when_a_token_refused_the_pin(unit: Path) -> None:
+    """``crlbuilder build`` and ``responder serve`` exit `EXIT_PIN_REFUSED` when a token
+    refused the PIN at start. Restarted on failure, they gave the wrong PIN again every 2 to
+    10 s, until the HSM locked its user PIN, and every key in it; no limit of systemd's
+    stopped it (5 starts in 10 s: a start and its RestartSec take longer)."""
+    from crlbuilder.keys.signer import EXIT_PIN_REFUSED
+
+    s = unit_settings(unit)
+    argv = shlex.split(s["ExecStart"][0])
+    signs = argv[1:2] == ["serve"] or argv[1:2] == ["build"]
+    prevented = " ".join(s.get("RestartPreventExitStatus", [])).split()
+    if signs:
+        assert s["Restart"] == ["on-failure"]
+        assert str(EXIT_PIN_REFUSED) in prevented, unit.name
+    else:
+        assert str(EXIT_PIN_REFUSED) not in prevented, unit.name
+
+
+@pytest.mark.parametrize("unit", ALL_UNITS, ids=lambda u: u.stem)
 def test_units_are_hardened(unit: Path) -> None:
     s = unit_settings(unit)
     one = {k: v[-1] for k, v in s.items()}

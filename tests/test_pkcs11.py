@@ -29,7 +29,14 @@ from cryptography.x509 import ocsp
 from pkcs11 import Attribute, ObjectClass
 
 from crlbuilder.keys import pkcs11 as p11
-from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError, load_signer
+from crlbuilder.keys.signer import (
+    EXIT_PIN_REFUSED,
+    SHA256_WITH_RSA_DER,
+    PemSigner,
+    Signer,
+    SignerError,
+    load_signer,
+)
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import CertStatus
 from tests.conftest import Built
@@ -86,6 +93,12 @@ def test_rfc7512_uri_names_token_key_and_pin_source() -> None:
         ("pkcs11:token=t;object=k?pin-source=https://x/pin", "file:/absolute/path or env:NAME"),
         ("pkcs11:token=t;object=k?pin-source=env:A-B", "variable name"),
         ("/etc/jpki-va/ocsp.key", "not a PKCS#11 URI"),
+        # a PIN under a misspelt name, or with none: refused, and never shown
+        (f"pkcs11:token=t;object=k?pin_value={SECRET}", "'pin_value' is not accepted"),
+        (f"pkcs11:token=t;object=k?pin%2Dvalue={SECRET}", "is not accepted"),
+        (f"pkcs11:token=t;object=k;pin={SECRET}?pin-source=env:P", "'pin' is not accepted"),
+        (f"pkcs11:token=t;object=k?{SECRET}", "a part without '='"),
+        (f"pkcs11:{SECRET};token=t;object=k?pin-source=env:P", "a part without '='"),
     ],
 )
 def test_key_reference_refused_with_a_clear_message_never_the_pin(ref: str, why: str) -> None:
@@ -97,10 +110,16 @@ def test_key_reference_refused_with_a_clear_message_never_the_pin(ref: str, why:
     assert message.startswith(p11.redact(ref))
 
 
-def test_redact_removes_pin_values_only() -> None:
+def test_redact_keeps_only_the_values_that_hold_no_secret() -> None:
     ref = f"pkcs11:token=t;object=k?pin-value={SECRET}&pin-source=env:P"
     assert p11.redact(ref) == "pkcs11:token=t;object=k?pin-value=<redacted>&pin-source=env:P"
     assert p11.redact("/a/b.key") == "/a/b.key"
+    shown = "pkcs11:token=t;object=k;id=%01;type=private?pin-source=file:/etc/pin"
+    assert p11.redact(shown) == shown
+    assert p11.redact(f"PKCS11:Pin={SECRET};token=t") == "PKCS11:pin=<redacted>;token=t"
+    assert p11.redact(f"pkcs11:token=t?{SECRET}&pin-source=env:P") == (
+        "pkcs11:token=t?<redacted>&pin-source=env:P"
+    )
 
 
 def test_pin_file_readable_by_others_refused(tmp_path: Path) -> None:
@@ -419,17 +438,25 @@ def test_responder_refuses_to_start_on_a_bad_key(
          "--registry", str(tmp_path / "none.toml"), "--port", "0", "--no-metrics"],
         check=False, capture_output=True, text=True, timeout=60, env=os.environ.copy(),
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    # a wrong PIN is its own status, which the units do not restart for (a restart loop
+    # would give the wrong PIN every few seconds until the HSM locked it); a key not there: 2
+    assert out.returncode == (EXIT_PIN_REFUSED if fault == "wrong_pin" else 2), out.stderr
     assert bad in out.stderr
     assert SECRET not in out.stderr + out.stdout
 
 
 @pytest.mark.integration
-def test_builder_exits_2_on_a_bad_key(
+def test_builder_exits_pin_refused_on_a_wrong_pin(
     pki_in_token: tuple[Path, SoftHsmToken], tmp_path: Path
 ) -> None:
     pki, token = pki_in_token
-    bad = _break(pki, token, "wrong_pin")
+    _break(pki, token, "wrong_pin")  # writes wrong.pin
+    # every key of the token with the wrong PIN: the first one opened tries it (a key given
+    # another PIN than the one the token is logged in with is refused without a try: 2)
+    manifest = pki / "pki.json"
+    manifest.write_text(
+        manifest.read_text().replace(str(token.pin_file), str(token.directory / "wrong.pin"))
+    )
     key = tmp_path / "facts.key"
     subprocess.run([str(BIN / "crlbuilder"), "facts-key", "--out", str(key)], check=True)
     (tmp_path / "records").mkdir()
@@ -441,8 +468,8 @@ def test_builder_exits_2_on_a_bad_key(
          "--crl-dir", str(tmp_path / "crl"), "--spool", str(tmp_path / "spool"), "--no-progress"],
         check=False, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
-    assert bad in out.stderr and "wrong PIN" in out.stderr
+    assert out.returncode == EXIT_PIN_REFUSED == 5, out.stderr  # not restarted: not 2
+    assert "the token refused the PIN (wrong PIN)" in out.stderr and "wrong.pin" in out.stderr
     assert SECRET not in out.stderr + out.stdout
     assert not (tmp_path / "crl").exists() or not any((tmp_path / "crl").iterdir())
 
@@ -614,3 +641,88 @@ def test_builder_follow_loop_outlives_a_token_gone_while_it_signs(
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.integration
+def test_a_key_found_again_after_an_outage_is_checked_against_the_certificate(
+    token: SoftHsmToken,
+) -> None:
+    """The key is compared with its certificate at start; a signer that finds it again by its
+    label (a new thread's session, the token back after an outage, another HSM of a failover
+    group) signed with whatever key held the label then: a key made again under that label
+    signed answers that carried the old certificate, and every client rejected them. Refused
+    now, each time, naming the key; nothing is signed."""
+    ref, cert = token.add_key("ocsp")
+    signer = load_signer(ref, cert)
+    _verify(signer, b"before", signer.sign(b"before"))
+    p11.destroy_key(ref, module=token.module)  # the label's key replaced in the token
+    token.add_key("ocsp")
+    for _ in range(2):  # not once only: never a signature by the other key
+        with pytest.raises(p11.TokenUnavailable) as e:
+            signer.sign(b"after")
+        assert str(e.value).startswith(ref), str(e.value)
+        assert "does not match the certificate" in str(e.value)
+        assert SECRET not in str(e.value)
+
+
+@pytest.mark.integration
+def test_a_pin_refused_at_run_time_is_not_tried_again(
+    token: SoftHsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token's PIN changed while a service runs (it stays logged in), then the token goes
+    away and comes back: the service's login with the old PIN is refused. Every signature
+    after that logged in again with the same wrong PIN (every worker, every signing process
+    the builder starts again), and an HSM locks its user PIN after a few wrong ones: every
+    key in it, the CA keys too. Now one try; then no login with that PIN in this process or
+    a child forked after, and none in another process while the token says a wrong PIN was
+    given since its last login (CKF_USER_PIN_COUNT_LOW). A restart with the right PIN signs."""
+    ref, cert = token.add_key("ocsp")
+    signer = load_signer(ref, cert)
+    _verify(signer, b"before", signer.sign(b"before"))
+    new_pin = "changed-" + SECRET
+    with pkcs11.lib(token.module).get_token(token_label=token.label).open(rw=True) as session:
+        session.set_pin(SECRET, new_pin)  # this process is logged in: the session is the user's
+    logins: list[str] = []
+    real_log_in = p11._log_in
+
+    def counting(tok: object, pin: str) -> object:
+        logins.append("try")
+        return real_log_in(tok, pin)
+
+    monkeypatch.setattr(p11, "_log_in", counting)
+    tokens, away = token.directory / "tokens", token.directory / "tokens-away"
+    tokens.rename(away)
+    try:
+        with pytest.raises(p11.TokenUnavailable):
+            signer.sign(b"during")
+    finally:
+        away.rename(tokens)
+    with pytest.raises(p11.TokenUnavailable, match="refused the PIN"):
+        signer.sign(b"after")
+    assert logins == ["try"]
+    for _ in range(3):
+        with pytest.raises(p11.TokenUnavailable, match="not tried again") as e:
+            signer.sign(b"again")
+        assert str(e.value).startswith(ref) and SECRET not in str(e.value)
+    assert logins == ["try"]
+    pid = os.fork()
+    if pid == 0:  # a signing process forked now: it knows the refusal
+        code = 3
+        try:
+            signer.sign(b"child")
+        except p11.TokenUnavailable as exc:
+            code = 0 if "not tried again" in str(exc) and logins == ["try"] else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    p11.close_all()  # another process's state: only the token's own flags tell it
+    with pytest.raises(p11.TokenUnavailable, match="given wrong since its last login") as e:
+        signer.sign(b"another process")
+    assert SECRET not in str(e.value) and new_pin not in str(e.value)
+    assert logins == ["try"]
+    token.pin_file.write_text(new_pin + "\n")  # the operator fixes the PIN source, restarts
+    p11.close_all()
+    restarted = load_signer(ref, cert)
+    _verify(restarted, b"restarted", restarted.sign(b"restarted"))
+    assert logins == ["try", "try"]

@@ -1036,3 +1036,38 @@ def test_a_cut_walk_an_earlier_version_began_goes_on_capped_at_the_delegates_not
         assert r.ocsp_state(x.index).walk is None
         late = [a.next_update for _, a in r.stored_answers(x.index) if a.this_update == now + 60]
     assert late and all(nu == ends for nu in late)
+
+
+def test_a_delegate_key_file_unreadable_when_the_signing_processes_start_is_a_signing_outage(
+    built: Built, tmp_path: Path
+) -> None:
+    """The signing processes read the delegate's PEM key when they start, maybe long after
+    the builder checked it: a key file made readable by others (or removed) meanwhile failed
+    their initializer, and the run raised `BrokenProcessPool`, which no follow loop takes as
+    a signing outage (`crlbuilder.signing_retry` takes `SignerError` only: it ends the loop).
+    It is `SignerError` naming the file now (the follow loop warns and tries again); nothing
+    of that delegate is stored."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    m = load_manifest(pki)
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        with Commit(store, lambda: datetime.now(UTC)) as c:
+            for i in c.issuers():
+                c.drop_answers(i.index)
+        p = presign.Presigner(store, m, validity_seconds=VALIDITY,
+                              refresh_before_seconds=REFRESH, workers=2)  # fmt: skip
+        issuer = m.issuer("auth-card-g1")
+        key = m.path(issuer.ocsp_key)
+        key.chmod(0o644)
+        with pytest.raises(SignerError, match=f"{key}: the key file's mode 0644"):
+            p.run(int(time.time()))
+        p.close()
+        with store.read() as r:  # nothing of that delegate's (other issuers' may be)
+            assert not list(r.stored_answers(issuer.index))
+        key.chmod(0o600)  # put right: the next run signs
+        assert p.run(int(time.time())).signed > 0
+        p.close()
+    finally:
+        store.close()

@@ -31,7 +31,8 @@ from crlbuilder.keys.oplog import OPLOG_ENV, OpRecord, verify_oplog
 from crlbuilder.manifest import load_manifest
 from responder.v1 import jws
 from tests.conftest import Built, make_built, run_tool
-from tests.support.harness import Server, start_server
+from tests.support.harness import Server, start_server, total
+from tests.support.wait import until
 from tests.test_responder_interop import check_openssl_text, compromised_issuers, openssl_ocsp
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
@@ -219,3 +220,37 @@ def test_v1_answers_are_signed_by_the_answer_key_in_the_token(hsm_server: Server
     _, _, jwks = v1(hsm_server, "/v1/keys")
     cert = x509.load_der_x509_certificate(base64.b64decode(jwks["keys"][0]["x5c"][0]))
     assert jws.verify(headers["jws-signature"], raw, cert)["kid"] == jwks["keys"][0]["kid"]
+
+
+def test_v1_answers_while_the_answer_key_s_token_is_gone_are_503_and_counted(
+    hsm_server: Server,
+) -> None:
+    """The answer-signing key's token gone: each /v1 call is 503 (nothing unsigned goes out)
+    and counted in jpkiva_signer_errors_total{signer="answer"}, which alert
+    JpkiVaSignerErrors watches (it counted OCSP signers only: nothing showed the /v1 key
+    failing); the token back, the answers are signed again."""
+    from tests.test_v1_server import by_serial, v1_raw
+
+    a = hsm_server.built.answers[0]
+    tokens = hsm_server.built.pki / "softhsm" / "tokens"
+    away = tokens.with_name("tokens-away")
+    assert total(hsm_server.scrape(), "jpkiva_signer_errors_total", signer="answer") == 0
+    tokens.rename(away)
+    try:
+        for _ in range(2):
+            code, headers, raw = v1_raw(
+                hsm_server, "/v1/status", {"entries": [by_serial(a)]}, "both-verifier"
+            )
+            assert code == 503 and "jws-signature" not in headers, raw
+        until(
+            lambda: total(hsm_server.scrape(), "jpkiva_signer_errors_total", signer="answer") == 2,
+            what="the answer key's failures counted",
+        )
+    finally:
+        away.rename(tokens)
+    until(
+        lambda: (
+            v1_raw(hsm_server, "/v1/status", {"entries": [by_serial(a)]}, "both-verifier")[0] == 200
+        ),
+        what="a signed answer once the token is back",
+    )

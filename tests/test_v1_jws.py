@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -17,7 +18,7 @@ from crlbuilder.keys.signer import PemSigner, SignerError
 from crlbuilder.manifest import ANSWER_SIGNING_EKU, Manifest
 from responder.config import ResponderConfig, V1Config
 from responder.v1.jws import AnswerSigner, load_answer_signer, verify
-from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.pki import Ca, certificate, make_ca, rsa_key
 
 EKU = x509.ExtendedKeyUsage([x509.ObjectIdentifier(ANSWER_SIGNING_EKU)])
 
@@ -254,3 +255,44 @@ def test_a_chain_that_does_not_verify_refuses_to_start(root: Ca, tmp_path: Path)
     cert_path.write_bytes(_pem(leaf, root.cert))
     with pytest.raises(SignerError, match="give one"):
         load_answer_signer(ResponderConfig(v1=v1), manifest)
+
+
+def test_no_answer_is_signed_under_an_expired_answer_signing_certificate(
+    root: Ca, tmp_path: Path
+) -> None:
+    """The answer-signing certificate's validity was never checked: a responder kept signing
+    /v1 answers after its notAfter (and started with an expired one), evidence a party
+    checking it against its trust anchor must reject. Signed through the notAfter's second,
+    refused after it (the routes answer 503); refused at start unless a worker's
+    (``outage_ok``: the master checked)."""
+    key = rsa_key()
+    cert = root.issue("answer signer", key, extensions=[(EKU, False)])
+    end = cert.not_valid_after_utc.timestamp()
+    at = [end]
+    signer = AnswerSigner(PemSigner(key, cert), clock=lambda: at[0])
+    verify(signer.sign(b"{}"), b"{}", cert)  # within the notAfter second (inclusive)
+    at[0] = end + 1
+    with pytest.raises(SignerError, match="answer-signing certificate expired at"):
+        signer.sign(b"{}")
+    old = certificate(
+        "answer signer", key, root.key, issuer=root.cert.subject,
+        not_before=datetime(2020, 1, 1, tzinfo=UTC), days=30, extensions=[(EKU, False)],
+    )  # fmt: skip
+    key_path, cert_path, _ = signer_files(root, tmp_path)
+    cert_path.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = ResponderConfig(v1=V1Config(answer_key=str(key_path), answer_cert=cert_path))
+    manifest = _manifest(tmp_path)
+    with pytest.raises(
+        SignerError, match="the answer-signing certificate: its certificate is expired"
+    ):
+        load_answer_signer(config, manifest)
+    worker = load_answer_signer(config, manifest, outage_ok=True)
+    with pytest.raises(SignerError, match="expired at 2020-01-31"):
+        worker.sign(b"{}")

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from crlbuilder.keys.pkcs11 import TokenUnavailable
 from crlbuilder.manifest import IssuerFiles
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
@@ -124,14 +125,16 @@ def spec_table(pid: str = "spec", **approval: Any) -> dict[str, Any]:
 
 
 class Api:
-    def __init__(self, *tables: dict[str, Any], desk: MemoryDesk | None) -> None:
+    def __init__(
+        self, *tables: dict[str, Any], desk: MemoryDesk | None, signer: object = None
+    ) -> None:
         self.ledger = Ledger()
         self.reader = MemoryReader()
         self.registry: Registry = build(*tables, party_table("usr", {USR}))
         route = dataclasses.replace(v1token.ROUTE, setup=lambda cfg: desk)
         self.api = V1Api(
             (route,), ResponderConfig(), store=self.reader, quota=Quotas(), ledger=self.ledger,
-            signer=None,
+            signer=signer,  # type: ignore[arg-type]
         )  # fmt: skip
 
     def made(self, body: object, party: str = "spec") -> Response:
@@ -1007,3 +1010,28 @@ def test_a_request_that_cannot_be_queued_is_503_and_logged_without_its_path(
     text = rec.getMessage()
     assert "/v1/token" in text and "effect failed" in text, text
     assert str(tmp_path) not in text and "-----BEGIN" not in text
+
+
+class GoneSigner:
+    """An answer signer whose key is in a token that went away (`TokenUnavailable`)."""
+
+    def sign(self, body: bytes) -> bytes:
+        raise TokenUnavailable("pkcs11:token=t;object=answer;type=private: token gone")
+
+
+def test_an_answer_that_cannot_be_signed_queues_nothing(
+    ca: Ca, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer-signing key's token gone: the party gets 503 ("try again"), and nothing
+    happened. The request used to be queued first, then the pending answer failed to sign:
+    a 503 whose request the builder still issued (state changed behind a refusal)."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk, signer=GoneSigner())
+    failed: list[str] = []
+    api.api.sign_failed = lambda: failed.append("answer")  # the app's signer-error counter
+    with caplog.at_level("ERROR"):
+        resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 503 and body["rule"] == "unavailable"
+    assert desk.queued == {} and api.ledger.counted == []
+    assert any("could not be signed" in r.getMessage() for r in caplog.records)
+    assert failed == ["answer"]

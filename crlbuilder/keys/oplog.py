@@ -37,7 +37,7 @@ from crlbuilder.auditlog import (
     line_hash,
     verify_chain,
 )
-from crlbuilder.keyref import is_pkcs11_uri
+from crlbuilder.keyref import is_pkcs11_uri, redact
 
 __all__ = [
     "EVENTS",
@@ -130,11 +130,13 @@ def genesis(log: Path) -> str | None:
 
 
 def key_name(key_ref: str) -> str:
-    """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source) and
-    without any ``pin-value`` attribute (refused as a key reference, but never logged)."""
+    """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source),
+    without any ``pin-value`` attribute (refused as a key reference, but never logged), and
+    with the value of any other attribute that may hold a secret redacted (`redact`: a PIN
+    under a misspelt name, ``pin=``, refused too, but after a refused ceremony's line)."""
     if not is_pkcs11_uri(key_ref):
         return key_ref
-    path = key_ref.split("?", 1)[0]
+    path = redact(key_ref.split("?", 1)[0])
     return ";".join(a for a in path.split(";") if not a.strip().lower().startswith("pin-value"))
 
 

@@ -59,15 +59,16 @@ from urllib.parse import unquote
 import pkcs11
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, TokenFlag
 from pkcs11 import exceptions as p11e
 
 from crlbuilder.auditlog import ChainError
-from crlbuilder.keyref import PKCS11_SCHEME, is_pkcs11_uri
+from crlbuilder.keyref import PKCS11_SCHEME, is_pkcs11_uri, redact
 from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
     SHA256_WITH_RSA_DER,
+    PinRefused,
     SignerError,
     load_certificate,
     read_private_file,
@@ -113,27 +114,9 @@ class TokenUnavailable(SignerError):
     """The token failed at run time (removed, not present, sessions gone): retry later."""
 
 
-def redact(key_ref: str) -> str:
-    """``key_ref`` with any PIN-bearing attribute's value removed, fit for a message or a log."""
-    if not is_pkcs11_uri(key_ref):
-        return key_ref
-    out = []
-    for part in _split_any(key_ref):
-        name = part[0].split("=", 1)[0].strip().lower()
-        out.append(f"{name}=<redacted>{part[1]}" if name in _SECRET_ATTRS else "".join(part))
-    return "".join(out)
-
-
-def _split_any(text: str) -> list[tuple[str, str]]:
-    """Split on ; ? & keeping each separator after its piece (for `redact`)."""
-    pieces: list[tuple[str, str]] = []
-    start = 0
-    for i, ch in enumerate(text):
-        if ch in ";?&":
-            pieces.append((text[start:i], ch))
-            start = i + 1
-    pieces.append((text[start:], ""))
-    return pieces
+class _KeyRefused(SignerError):
+    """The key found under the reference's label may not sign for the certificate (not RSA,
+    too short, leakable, another key): refused at start even when an outage is accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +179,12 @@ def parse_key_uri(key_ref: str) -> KeyUri:
                     f"{shown}: a PIN inside the key reference is refused; "
                     "use pin-source=file:/path (mode 0600) or pin-source=env:NAME"
                 )
-            if not eq or name not in allowed:
+            if not eq:  # not echoed: it may be a PIN written without its name
+                raise SignerError(
+                    f"{shown}: a part without '=' is not accepted (path: token=, object=, "
+                    "type=; query: pin-source=)"
+                )
+            if name not in allowed:
                 raise SignerError(
                     f"{shown}: attribute {name!r} is not accepted here "
                     f"(path: token, object, type; query: pin-source)"
@@ -262,6 +250,9 @@ class _Process:
         """Signatures under way in this process's threads (counted under ``lock``)."""
         self.libs: dict[str, Any] = {}
         self.tokens: dict[tuple[str, str], _TokenState] = {}
+        self.refused: set[tuple[str, str, bytes]] = set()
+        """(module, token label, SHA-256 of a PIN) the token refused at run time: not tried
+        again by this process or a child forked after (`_run_time_login_allowed`)."""
 
 
 _state = _Process()
@@ -273,7 +264,9 @@ def _after_fork_in_child() -> None:
     have held one at the fork)."""
     global _state, _state_lock
     _state_lock = threading.Lock()
+    refused = _state.refused
     _state = _Process()
+    _state.refused = set(refused)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -284,7 +277,9 @@ def _process() -> _Process:
     if _state.pid != os.getpid():
         with _state_lock:
             if _state.pid != os.getpid():
+                refused = _state.refused
                 _state = _Process()
+                _state.refused = set(refused)
     return _state
 
 
@@ -304,11 +299,15 @@ def _lib(proc: _Process, so: str, uri: KeyUri) -> Any:
     return lib
 
 
-def _token(proc: _Process, so: str, uri: KeyUri, pin: str, *, hold: bool = False) -> _TokenState:
+def _token(
+    proc: _Process, so: str, uri: KeyUri, pin: str, *, hold: bool = False, run_time: bool = False
+) -> _TokenState:
     """This process's logged-in state of the URI's token; ``hold`` counts a signature under
-    way (end it with `_release`) so that no other thread finalises the module meanwhile."""
+    way (end it with `_release`) so that no other thread finalises the module meanwhile;
+    ``run_time``: a login by a running service, not the one at its start
+    (`_run_time_login_allowed`)."""
     with proc.lock:
-        state = _token_locked(proc, so, uri, pin)
+        state = _token_locked(proc, so, uri, pin, run_time=run_time)
         if hold:
             proc.signing += 1
         return state
@@ -320,7 +319,9 @@ def _release(proc: _Process) -> None:
         proc.idle.notify_all()
 
 
-def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
+def _token_locked(
+    proc: _Process, so: str, uri: KeyUri, pin: str, *, run_time: bool = False
+) -> _TokenState:
     state = proc.tokens.get((so, uri.token))
     if state is not None:
         if not hmac.compare_digest(state.pin.encode(), pin.encode()):
@@ -340,12 +341,17 @@ def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState
         raise SignerError(f"{uri.ref}: several tokens are labelled {uri.token!r}") from None
     except p11e.PKCS11Error as exc:
         raise TokenUnavailable(f"{uri.ref}: token {uri.token!r}: {_why(exc)}") from None
+    refusal = (so, uri.token, hashlib.sha256(pin.encode()).digest())
+    if run_time:
+        _run_time_login_allowed(proc, token, uri, refusal)
     try:
         session = _log_in(token, pin)
     except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
-        raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
+        if run_time:
+            proc.refused.add(refusal)
+        raise PinRefused(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
     except p11e.PinLocked:
-        raise SignerError(f"{uri.ref}: the token's user PIN is locked") from None
+        raise PinRefused(f"{uri.ref}: the token's user PIN is locked") from None
     except p11e.UserAlreadyLoggedIn:  # another key of this token logged in already
         session = token.open()
     except p11e.PKCS11Error as exc:
@@ -354,6 +360,46 @@ def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState
     proc.tokens[(so, uri.token)] = state
     log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
     return state
+
+
+_PIN_TRIES_SPENT: Final = (
+    TokenFlag.USER_PIN_COUNT_LOW | TokenFlag.USER_PIN_FINAL_TRY | TokenFlag.USER_PIN_LOCKED
+)
+
+
+def _run_time_login_allowed(
+    proc: _Process, token: Any, uri: KeyUri, refusal: tuple[str, str, bytes]
+) -> None:
+    """`TokenUnavailable` instead of a login a running service would make with a PIN that may
+    be wrong: every wrong PIN brings the token nearer to locking its user PIN, which stops
+    every key in it (the CA keys too) until its security officer unlocks it.
+
+    A login at start is the operator's one try (`Pkcs11Signer.open`). Later ones (the token
+    back after an outage, a worker forked after the start's check) are many: every
+    signature tried again, every worker, every signing process the builder starts again.
+    So none is made with a PIN this process (or its parent before the fork) saw refused,
+    nor while the token says a wrong PIN was given since its last successful login
+    (CKF_USER_PIN_COUNT_LOW, FINAL_TRY, LOCKED in CK_TOKEN_INFO, PKCS#11 v2.40 §5.2: what
+    another process's refusal leaves); a successful login (a restart with the right PIN)
+    clears it."""
+    if refusal in proc.refused:
+        raise TokenUnavailable(
+            f"{uri.ref}: the token refused this PIN; it is not tried again (each wrong PIN "
+            "brings the token nearer to locking it): check the PIN source, then restart"
+        )
+    try:
+        flags = TokenFlag(int(token.flags))
+    except (p11e.PKCS11Error, TypeError, ValueError):
+        return
+    if flags & _PIN_TRIES_SPENT:
+        spent = (
+            "locked" if flags & TokenFlag.USER_PIN_LOCKED else "given wrong since its last login"
+        )
+        raise TokenUnavailable(
+            f"{uri.ref}: the token's user PIN was {spent} (CK_TOKEN_INFO flags): a running "
+            "service does not log in then (each wrong PIN brings the token nearer to locking "
+            "it): check the PIN source, then restart"
+        )
 
 
 def _log_in(token: Any, pin: str) -> Any:
@@ -463,11 +509,21 @@ class Pkcs11Signer:
     (opened after fork, logged in once).
     """
 
-    __slots__ = ("_certificate", "_pin", "_session_log", "_so", "_uri")
+    __slots__ = ("_cert_path", "_certificate", "_pin", "_run_time", "_session_log", "_so", "_uri")
 
-    def __init__(self, uri: KeyUri, certificate: x509.Certificate, pin: str, so: str) -> None:
+    def __init__(
+        self,
+        uri: KeyUri,
+        certificate: x509.Certificate,
+        pin: str,
+        so: str,
+        cert_path: str | os.PathLike[str] = "its certificate",
+    ) -> None:
         self._uri = uri
         self._certificate = certificate
+        self._cert_path = os.fspath(cert_path)
+        self._run_time = False
+        """Set once opened: a login from then on is a running service's (`_token`)."""
         self._pin = pin
         self._so = so
         self._session_log: oplog.SigningSession | None = None
@@ -491,30 +547,20 @@ class Pkcs11Signer:
         uri = parse_key_uri(key_ref)
         certificate = load_certificate(Path(cert_path))
         so = module or module_path()
-        signer = cls(uri, certificate, uri.read_pin(), so)
+        signer = cls(uri, certificate, uri.read_pin(), so, cert_path)
+        # a process forked after its parent's check (``outage_ok``) logs in at run time
+        signer._run_time = outage_ok
         try:
-            key = signer._key()
+            signer._key()  # found, and checked against the certificate (`_checked`)
+        except _KeyRefused:
+            raise
         except SignerError as exc:
             if not outage_ok:
                 raise
             log.warning("signing key not reachable now, signing will be retried: %s", exc)
             return signer
-        _refuse_leakable(key, uri)
-        public = _public_key(key, uri)
-        if public.key_size < MIN_RSA_BITS:
-            raise SignerError(
-                f"{uri.ref}: the key is RSA-{public.key_size}; "
-                f"at least RSA-{MIN_RSA_BITS} is required"
-            )
-        try:
-            matches = spki_der(public) == spki_der(certificate.public_key())
-        except SignerError as exc:
-            raise SignerError(f"{uri.ref} with {cert_path}: {exc}") from None
-        if not matches:
-            raise SignerError(
-                f"{uri.ref} with {cert_path}: the key in the token does not match "
-                "the certificate's public key"
-            )
+        finally:
+            signer._run_time = True
         log.info("loaded signing key %s for certificate %s", uri.ref, cert_path)
         return signer
 
@@ -535,7 +581,7 @@ class Pkcs11Signer:
         """This thread's handle on the key, in its own session (opened on first use after
         fork); ``hold``: a signature under way, ended by `_release` (released here on error)."""
         proc = proc or _process()
-        state = _token(proc, self._so, self._uri, self._pin, hold=hold)
+        state = _token(proc, self._so, self._uri, self._pin, hold=hold, run_time=self._run_time)
         try:
             local = state.local
             if getattr(local, "session", None) is None:
@@ -543,11 +589,44 @@ class Pkcs11Signer:
                 local.keys = {}
             key = local.keys.get(self._uri.label)
             if key is None:
-                key = local.keys[self._uri.label] = _find_key(local.session, self._uri)
+                # found by its label, which another key may hold now: checked each time
+                key = self._checked(_find_key(local.session, self._uri))
+                local.keys[self._uri.label] = key
         except BaseException:
             if hold:
                 _release(proc)
             raise
+        return key
+
+    def _checked(self, key: Any) -> Any:
+        """``key`` when it may sign for the certificate: RSA-2048 or more, kept in the token
+        (`_refuse_leakable`) and the certificate's; else `_KeyRefused` naming the key.
+
+        Checked wherever the key is found by its label (at start, and in every session
+        opened later: a new signing thread, the token back after an outage): the label may
+        name another key by then (a key destroyed and made again under it, a token restored
+        or replaced, another HSM of a failover group), whose signatures every client would
+        reject under this certificate."""
+        uri, where = self._uri, self._cert_path
+        try:
+            _refuse_leakable(key, uri)
+            public = _public_key(key, uri)
+        except SignerError as exc:
+            raise _KeyRefused(str(exc)) from None
+        if public.key_size < MIN_RSA_BITS:
+            raise _KeyRefused(
+                f"{uri.ref}: the key is RSA-{public.key_size}; "
+                f"at least RSA-{MIN_RSA_BITS} is required"
+            )
+        try:
+            matches = spki_der(public) == spki_der(self._certificate.public_key())
+        except SignerError as exc:
+            raise _KeyRefused(f"{uri.ref} with {where}: {exc}") from None
+        if not matches:
+            raise _KeyRefused(
+                f"{uri.ref} with {where}: the key in the token does not match "
+                "the certificate's public key"
+            )
         return key
 
     def sign(self, data: bytes) -> bytes:

@@ -30,9 +30,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from crlbuilder.keyref import is_pkcs11_uri
 
 __all__ = [
+    "EXIT_PIN_REFUSED",
     "MIN_RSA_BITS",
     "SHA256_WITH_RSA_DER",
     "PemSigner",
+    "PinRefused",
     "Signer",
     "SignerError",
     "load_certificate",
@@ -56,6 +58,19 @@ cryptography and openssl emit.
 
 class SignerError(Exception):
     """A signing key or certificate cannot be used (wrong mode, type, size, or mismatch)."""
+
+
+class PinRefused(SignerError):
+    """The token refused the PIN (wrong, or the token's user PIN locked): starting again
+    would try the same PIN again, and each wrong one brings the token nearer to locking it."""
+
+
+EXIT_PIN_REFUSED: Final = 5
+"""``crlbuilder build``'s and ``responder serve``'s exit status when a token refused the PIN
+at start (`PinRefused`): not 2 (a refused configuration, but also a token not there yet,
+which a restart cures), so that the units do not start them again for it
+(``RestartPreventExitStatus=5``): a restart loop would give the wrong PIN every few seconds
+until the HSM locked its user PIN, and every key in it."""
 
 
 @runtime_checkable

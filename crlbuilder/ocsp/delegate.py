@@ -62,3 +62,22 @@ def delegate_problem(
     if not usage.digital_signature:
         return "its key usage lacks digitalSignature (RFC 5280 §4.2.1.3: it may not sign answers)"
     return None
+
+
+def nocheck_missing(ca: x509.Certificate, signer: x509.Certificate) -> str | None:
+    """Why a delegate ``signer`` of ``ca`` is off the profile its clients expect, or None: it
+    lacks id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1), which every delegate this project makes
+    carries (`crlbuilder.demo.pki`). Not a refusal: a client may then check the delegate's
+    own revocation status (the CA's CRL) before it believes an answer, so answers still
+    verify where that CRL is reachable; the services warn at start. None for the CA itself."""
+    if signer == ca:
+        return None
+    try:
+        signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
+    except x509.ExtensionNotFound:
+        return (
+            "lacks id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): clients may check this "
+            "signer's own revocation before believing its answers (a CRL they must reach); "
+            "renew it with the extension"
+        )
+    return None

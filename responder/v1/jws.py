@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -48,6 +50,8 @@ from joserfc.jws import JWSRegistry
 from crlbuilder.keys.jwsalg import ALG, SignerRS256
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import ANSWER_SIGNING_EKU, Manifest
+from crlbuilder.ocsp.delegate import validity_problem
+from crlbuilder.validity import expired_at
 from responder.config import ResponderConfig
 
 TYP: Final = "jpki-va-answer+jws"
@@ -111,11 +115,15 @@ class AnswerSigner:
         signer: Signer,
         published: Sequence[x509.Certificate] = (),
         issuers: Sequence[x509.Certificate] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``issuers``: the signing certificate's issuer, then its issuers (checked by the
         caller, `chain_problem`), after it in its JWK's ``x5c``, and after each published
-        certificate the same issuer signed."""
+        certificate the same issuer signed. ``clock``: the time `sign` checks the
+        certificate's notAfter against."""
         self._key, jwk = _jwk(signer.certificate, issuers)
+        self._not_after = signer.certificate.not_valid_after_utc
+        self._clock = clock
         self.kid: str = jwk["kid"]
         self.header: dict[str, Any] = {
             "alg": ALG, "kid": self.kid, "typ": TYP, "x5c": [_b64(signer.certificate)]
@@ -130,7 +138,17 @@ class AnswerSigner:
         """The JSON Web Key Set (RFC 7517 §5) of ``GET /v1/keys``."""
 
     def sign(self, body: bytes) -> bytes:
-        """The detached compact JWS (``header..signature``) over ``body`` exactly."""
+        """The detached compact JWS (``header..signature``) over ``body`` exactly.
+
+        `SignerError` once the certificate has expired (past its notAfter's second): a
+        party checking the answer against its trust anchor would find it signed under an
+        expired certificate, no evidence; the /v1 routes answer 503 instead (`responder
+        serve` refuses such a certificate at start, `load_answer_signer`)."""
+        if expired_at(self._not_after, self._clock()):
+            raise SignerError(
+                f"the answer-signing certificate expired at {self._not_after:%Y-%m-%dT%H:%M:%SZ}: "
+                "nothing is signed with it (renew it: docs/operations.md)"
+            )
         compact = jws.serialize_compact(self.header, body, self._key, registry=self._registry)
         head, _, rest = compact.partition(".")
         return f"{head}..{rest.rpartition('.')[2]}".encode("ascii")
@@ -142,10 +160,12 @@ def load_answer_signer(
     """The configured answer-signing key (``[v1] answer_key``/``answer_cert``, else the PKI
     manifest's), opened and checked against its certificate now.
 
-    Raises `SignerError` when none is configured, the key does not open or match, or the
-    certificate lacks the extended key usage `ANSWER_SIGNING_EKU` (``responder serve``
-    refuses to start: answers must not go out unsigned). ``outage_ok`` as for
-    `load_signer` (a worker, after the master checked).
+    Raises `SignerError` when none is configured, the key does not open or match, the
+    certificate lacks the extended key usage `ANSWER_SIGNING_EKU`, or (unless ``outage_ok``)
+    it is not valid now, expired or not yet valid (``responder serve`` refuses to start:
+    answers must not go out unsigned, nor signed under a certificate a party would reject).
+    ``outage_ok`` as for `load_signer` (a worker, after the master checked: one restarted
+    after the notAfter starts, and its answers are 503, `AnswerSigner.sign`).
     """
     key = config.v1.answer_key or (
         manifest.key_ref(manifest.answer_key) if manifest.answer_key else ""
@@ -160,6 +180,8 @@ def load_answer_signer(
         )
     signer = load_signer(key, cert, outage_ok=outage_ok)
     _check_eku(signer.certificate, cert)
+    if not outage_ok and (problem := validity_problem(signer.certificate, datetime.now(UTC))):
+        raise SignerError(f"{cert}: the answer-signing certificate: {problem}")
     issuers = _issuers(cert, signer.certificate, config.v1.answer_issuer)
     published: list[x509.Certificate] = []
     for path in config.v1.published_certs:

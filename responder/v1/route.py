@@ -118,7 +118,8 @@ class Reply(Generic[Resp]):
     (`responder.outcome.Outcome.family`); "" for none or several."""
     effect: Callable[[], None] | None = None
     """An I/O side effect the shell runs before the answer is sent (and before anything is
-    counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted. A
+    counted), once the answer is signed (an answer that cannot be signed does nothing); if it
+    raises, the party gets 503 ``unavailable`` and nothing is counted. A
     reply with an effect counts nothing (``counts`` empty): the effect runs before the
     dispatcher takes the provisions of the day, which could still refuse the answer."""
     provide: Provide | None = None

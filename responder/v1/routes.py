@@ -235,6 +235,10 @@ class V1Api:
         self.group_id = group_id
         """On a group appliance (団体署名検証者): the group whose own members (署名確認者) the
         routes answer, decided by `responder.policy.decide_member` (Act §20(1))."""
+        self.sign_failed: Callable[[], None] | None = None
+        """Called (from the thread that signs) when an answer could not be signed (the
+        answer key's token gone, its certificate expired): the app counts it in
+        ``jpkiva_signer_errors_total{signer="answer"}`` (alert JpkiVaSignerErrors)."""
         self.clock = clock
         """The clock `_finish` reads when the answer is provided (the app's ``time.time``):
         the provisions are taken and counted at that instant when its Japan day is not the
@@ -399,6 +403,14 @@ class V1Api:
             except Exception:  # no answer, nothing counted (`Reply.provide` not run)
                 _log.exception("an answer's body could not be made")
                 return Done(_EFFECT_FAILED, got)
+        try:
+            signature = self.signer.sign(body) if route.signed and self.signer is not None else None
+        except Exception as e:  # no answer, nothing counted (`Reply.provide` not run),
+            # nothing done: signed before the effect, whose 503 would otherwise follow it
+            _log.error("an answer could not be signed: %s", type(e).__name__)
+            if self.sign_failed is not None:
+                self.sign_failed()
+            return Done(_EFFECT_FAILED, got)
         if got.effect is not None:
             try:
                 got.effect()
@@ -408,11 +420,6 @@ class V1Api:
                 why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
                 _log.error("%s: an answer's effect failed (503 unavailable): %s", route.path, why)
                 return Done(_EFFECT_FAILED, got)
-        try:
-            signature = self.signer.sign(body) if route.signed and self.signer is not None else None
-        except Exception as e:  # no answer, nothing counted (`Reply.provide` not run)
-            _log.error("an answer could not be signed: %s", type(e).__name__)
-            return Done(_EFFECT_FAILED, got)
         return Done(None, got, body, signature)
 
     def counted_at(self, now: float) -> float:
