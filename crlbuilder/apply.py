@@ -591,8 +591,9 @@ class Applier:
         in one write transaction: its CRL entry (``revoked``) and its stored answer
         (``responses``) are deleted, and the status record keeps only that the certificate
         lost effect (`store.format.STATE_ERASED`): no category, no reason, and the time only
-        when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
-        sealed facts) is not revocation information and is left to its own retention.
+        when ``keep_time`` (``crl.erased_answer = "revoked"``). The holder's links are not
+        revocation information and stay; the sealed four facts went with the revocation
+        (`store.writer.Commit.revoke`), and any an earlier release kept go now (`Commit.erase`).
 
         Which records are due is read from every CRL entry, or, with ``agenda`` (the
         builder's, kept in the store: `crlbuilder.retention`, ``lookahead`` seconds ahead)

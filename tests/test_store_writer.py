@@ -49,7 +49,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
     with Commit(s, _clock) as c:
         c.add_certificate(KEY, _good(), Family.SIGN_CARD, b"sealed")
-        c.add_certificate(OTHER, _good(), Family.SIGN_CARD, None)
+        c.add_certificate(OTHER, _good(), Family.SIGN_CARD, b"sealed too")
     with Commit(s) as c:
         for k in (KEY, OTHER):
             c.put_answer(k, StoredAnswer(1, 10, 2_000_000_000, b"signerid", b"stem"))
@@ -82,7 +82,9 @@ def test_revoke_bumps_version_drops_the_stored_answer_and_dates_the_commit(store
         assert r.stored_answer(KEY) is None  # never served again for the new version
         assert r.stored_answer(OTHER) is not None  # the neighbour's answer stays
         assert r.holder_certs(HOLDER, Family.SIGN_CARD) == [KEY, OTHER]
-        assert r.sealed_facts(KEY) == b"sealed"
+        # its four facts are read only for a certificate in effect (Act §18(3)): gone with it
+        assert r.sealed_facts(KEY) is None
+        assert r.sealed_facts(OTHER) == b"sealed too"
 
 
 def test_new_version_alone_invalidates_cached_answers(store: Store) -> None:

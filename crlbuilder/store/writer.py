@@ -252,7 +252,10 @@ class Commit(LmdbReader):
         at: int,
         recorded_at: int,
     ) -> sf.StatusRecord:
-        """Revoke one certificate: new status version, the CRL entry, the stored answer gone."""
+        """Revoke one certificate: new status version, the CRL entry, the stored answer gone,
+        and its sealed four facts (基本4情報) gone: they are kept only to answer
+        特定署名用電子証明書記録情報 (Act §18(3)), which names a sign certificate that has not
+        lost effect (§15(1), §16-14(1)), and a revoked certificate never is again."""
         new = sf.StatusRecord(
             self.seq,
             sf.STATE_REVOKED,
@@ -268,6 +271,7 @@ class Commit(LmdbReader):
         put(key, new.pack(), db=self._status_db)
         entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
         put(key, entry, db=self._revoked_db)
+        self._txn.delete(key, db=self._holders_db)
         self._wrote_revoked(recorded_at)
         self.wrote = self.changed = True
         self._drop_answer(key)
@@ -283,13 +287,15 @@ class Commit(LmdbReader):
     def erase(self, key: bytes, st: sf.StatusRecord, *, keep_time: bool) -> None:
         """A revocation record past its retention (Ord §70(1)(iii)): the status keeps only
         that the certificate lost effect (and its time when ``keep_time``); the CRL
-        entry and the stored answer go."""
+        entry and the stored answer go, and its sealed four facts if a builder of an earlier
+        release kept them at the revocation (`revoke`)."""
         erased = st._replace(
             version=self.seq, state=sf.STATE_ERASED, category=0, reason=0,
             revoked_at=st.revoked_at if keep_time else 0,
         )  # fmt: skip
         self._put(sf.DB_STATUS, key, erased.pack())
         self._delete(sf.DB_REVOKED, key)
+        self._delete(sf.DB_HOLDERS, key)
         self._drop_answer(key)
 
     def keep_erased(self, key: bytes, at: int) -> None:
