@@ -134,8 +134,10 @@ def serve(signers: dict[bytes, Signer], rfd: int, wfd: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from crlbuilder.lifecycle import die_with_parent
+    from crlbuilder.lifecycle import die_with_parent, no_core_dumps
 
+    # it holds the OCSP keys and PINs: exec'd by its worker, it starts dumpable again
+    no_core_dumps()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master turns Ctrl-C into SIGTERM
     die_with_parent(signal.SIGTERM)
     p = argparse.ArgumentParser(prog="responder.signchild", description=__doc__.split("\n")[0])

@@ -15,6 +15,8 @@ import ctypes
 import io
 import os
 import resource
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -22,6 +24,7 @@ import pytest
 from crlbuilder import cli as builder_cli
 from crlbuilder.lifecycle import no_core_dumps
 from responder import cli as responder_cli
+from tests.conftest import ROOT
 
 _PR_GET_DUMPABLE = 3
 
@@ -67,3 +70,28 @@ def test_no_core_dumps_sets_both_the_limit_and_the_dumpable_flag() -> None:
 def test_every_command_of_both_programs_leaves_no_core_dump(main: Callable[..., int]) -> None:
     """Before anything else: even ``--help`` (nothing read yet) runs with both set."""
     assert _in_child(lambda: main(["--help"])) == ((0, 0), 0)
+
+
+_SIGNCHILD = """
+import contextlib, ctypes, resource, sys
+from responder import signchild
+with contextlib.suppress(Exception):
+    signchild.main(["--pki", "/nonexistent/pki"])
+soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+print(soft, hard, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), file=sys.stderr)
+"""
+
+
+@pytest.mark.integration
+def test_a_signing_process_leaves_no_core_dump() -> None:
+    """A worker's signing process (``[ocsp] signing = "processes"``) holds the OCSP keys and
+    PINs alone. Exec'd by its worker, it starts dumpable again (a fresh interpreter here, so
+    the check does not lean on this test process's own flags): it sets both first, before
+    it reads anything (here it finds no PKI and says so on its pipe)."""
+    got = subprocess.run(
+        [sys.executable, "-c", _SIGNCHILD], cwd=ROOT, capture_output=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    err = got.stderr.decode(errors="replace")  # stdout: its binary frame to the worker
+    soft, hard, dumpable = (int(x) for x in err.split()[-3:])
+    assert (soft, hard, dumpable) == (0, 0, 0), err
