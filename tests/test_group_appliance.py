@@ -547,7 +547,7 @@ def test_the_relay_verifies_the_kikous_answer_with_the_pinned_keys(
         assert "not pinned" in json.loads(raw)["detail"], raw
         r = run_tool("crlbuilder", "group", "keys", "--group", str(d), check=False)
         assert r.returncode == 1 and "serves no key the group pinned" in r.stderr, r.stderr
-        run_tool("crlbuilder", "group", "keys", "--group", str(d), "--answer-kid", kid)
+        run_tool("crlbuilder", "group", "keys", "--group", str(d), f"--answer-kid={kid}")
         code, headers, raw = post(url)
         assert code == 200, raw
         assert jws.verify(headers["jws-signature"], raw, cert)["kid"] == kid

@@ -429,7 +429,8 @@ def add_cli(subparsers: Any) -> None:
         action="append",
         metavar="KID",
         help="the id (RFC 7638 thumbprint) of an answer key of the 機構 as received out of "
-        "band (repeat; each must be among the keys /v1/keys serves)",
+        "band (repeat; each must be among the keys /v1/keys serves); write --answer-kid=KID: "
+        "a thumbprint may begin with '-'",
     )
     g = p.add_argument_group("the group's own responder")
     g.add_argument("--responder-cert", type=Path, required=True, help="its certificate (PEM)")
@@ -551,7 +552,7 @@ def add_keys_cli(subparsers: Any) -> None:
         action="append",
         metavar="KID",
         help="a key id received from the 機構 out of band: taken even when the 機構 serves "
-        "no key pinned now (repeat)",
+        "no key pinned now (repeat); write --answer-kid=KID: a thumbprint may begin with '-'",
     )
     p.set_defaults(func=run_keys)
 
