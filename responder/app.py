@@ -90,6 +90,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from email.utils import formatdate
 from pathlib import Path
 from typing import Final
@@ -386,6 +387,8 @@ class JpkiApp:
         """The batch thread of /v1 (`responder.v1.routes.THREAD_BYTES`): one thread, since the
         work holds the GIL; it keeps a batch of 10,000 off the event loop."""
         self.v1: V1Api | None = None
+        self._answer_not_after: datetime | None = None
+        """The /v1 answer-signing certificate's notAfter (`responder.signergauges`)."""
         self.relay: RecordInfoRelay | None = None
         """On a group appliance the /v1 route not answered from its store: 特定署名用電子証明書
         記録情報 relayed for a member (Act §20(4),(5)), the 機構's signed answer passed on
@@ -400,6 +403,7 @@ class JpkiApp:
                     outage_ok=True,
                 )
             )  # fmt: skip
+            self._answer_not_after = group_signer.not_after
             self.v1 = V1Api(
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.member_quota or self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
@@ -417,6 +421,7 @@ class JpkiApp:
         else:
             assert self.manifest is not None
             answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
+            self._answer_not_after = answer_signer.not_after
             self.v1 = V1Api(
                 V1_ROUTES,
                 config,
@@ -450,7 +455,7 @@ class JpkiApp:
         views = list(self.ocsp.by_index.values())
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
-        signers = SignerCollector(views)
+        signers = SignerCollector(views, self._answer_not_after)
         collectors: list[Collector] = [
             collector, quotas, signers, RefusedCollector(self.config.ledger.dir)
         ]  # fmt: skip

@@ -1,4 +1,4 @@
-"""When each delegated OCSP signer's certificate expires, as a gauge (`SignerCollector`).
+"""When the responder's signing certificates expire, as gauges (`SignerCollector`).
 
 A relying party checks every answer against the signer certificate it carries (RFC 6960
 §4.2.2.2): once that certificate's notAfter has passed, every answer of its issuer fails
@@ -9,7 +9,13 @@ generation the worker answers for (its own delegate; a compromised generation's 
 are signed by its successor's, which has its own series), and the alert
 JpkiVaOcspSignerExpiring fires weeks ahead (docs/operations.md, "OCSP signer renewal").
 
-The certificates are read once, when the worker loads its issuers (a renewal takes a
+The /v1 answers are signed by the answer-signing key (応答署名用の鍵, `responder.v1.jws`; on a
+group appliance the group's responder key): past its certificate's notAfter no answer is
+signed and every /v1 route that provides information answers 503 (`AnswerSigner.sign`), so
+``jpkiva_answer_signer_not_after_timestamp_seconds`` says when, and the alert
+JpkiVaAnswerSignerExpiring fires weeks ahead (docs/operations.md, "Rolling the answer key").
+
+The certificates are read once, when the worker loads its signers (a renewal takes a
 restart, `systemctl restart jpki-va-responder`, docs/operations.md). Labels: issuer ids
 only.
 """
@@ -17,6 +23,7 @@ only.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,12 +34,16 @@ __all__ = ["SignerCollector"]
 
 
 class SignerCollector(Collector):
-    """Each issuer's delegated OCSP signer certificate's notAfter (Unix seconds)."""
+    """Each issuer's delegated OCSP signer certificate's notAfter, and the /v1 answer-signing
+    certificate's (Unix seconds)."""
 
-    def __init__(self, views: Iterable[IssuerView]) -> None:
+    def __init__(self, views: Iterable[IssuerView], answer: datetime | None = None) -> None:
+        """``answer``: the answer-signing certificate's notAfter; None where no /v1 answer is
+        signed (no series then)."""
         self._not_after = sorted(
             (v.id, v.signer.signer.certificate.not_valid_after_utc.timestamp()) for v in views
         )
+        self._answer = None if answer is None else answer.timestamp()
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
@@ -44,3 +55,10 @@ class SignerCollector(Collector):
         for issuer, not_after in self._not_after:
             gauge.add_metric([issuer], not_after)
         yield gauge
+        if self._answer is not None:
+            yield GaugeMetricFamily(
+                "jpkiva_answer_signer_not_after_timestamp_seconds",
+                "When the /v1 answer-signing certificate expires: past it, no answer is "
+                "signed and the /v1 routes answer 503.",
+                value=self._answer,
+            )

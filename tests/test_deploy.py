@@ -111,6 +111,7 @@ BIN = Path(sys.executable).parent
 # docs/operations.md, "Metrics".
 METRICS = frozenset(
     {
+        "jpkiva_answer_signer_not_after_timestamp_seconds",
         "jpkiva_changes_unbound_cursors_total",
         "jpkiva_connections_evicted_total",
         "jpkiva_crl_bytes",

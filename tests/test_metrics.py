@@ -615,6 +615,12 @@ def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
             ).not_valid_after_utc.timestamp()
             for i in built.manifest.issuers
         }
+        # the /v1 answer-signing certificate's (JpkiVaAnswerSignerExpiring)
+        assert total(s, "jpkiva_answer_signer_not_after_timestamp_seconds") == (
+            x509.load_pem_x509_certificate(
+                (built.pki / built.manifest.answer_cert).read_bytes()
+            ).not_valid_after_utc.timestamp()
+        )
         now = time.time()
         for i in ids:
             assert total(s, "jpkiva_issuer_next_update_timestamp_seconds", issuer=i) < now

@@ -122,7 +122,9 @@ class AnswerSigner:
         certificate the same issuer signed. ``clock``: the time `sign` checks the
         certificate's notAfter against."""
         self._key, jwk = _jwk(signer.certificate, issuers)
-        self._not_after = signer.certificate.not_valid_after_utc
+        self.not_after: datetime = signer.certificate.not_valid_after_utc
+        """The certificate's notAfter: past it `sign` refuses (and
+        ``jpkiva_answer_signer_not_after_timestamp_seconds`` says when, `responder.signergauges`)."""
         self._clock = clock
         self.kid: str = jwk["kid"]
         self.header: dict[str, Any] = {
@@ -144,9 +146,9 @@ class AnswerSigner:
         party checking the answer against its trust anchor would find it signed under an
         expired certificate, no evidence; the /v1 routes answer 503 instead (`responder
         serve` refuses such a certificate at start, `load_answer_signer`)."""
-        if expired_at(self._not_after, self._clock()):
+        if expired_at(self.not_after, self._clock()):
             raise SignerError(
-                f"the answer-signing certificate expired at {self._not_after:%Y-%m-%dT%H:%M:%SZ}: "
+                f"the answer-signing certificate expired at {self.not_after:%Y-%m-%dT%H:%M:%SZ}: "
                 "nothing is signed with it (renew it: docs/operations.md)"
             )
         compact = jws.serialize_compact(self.header, body, self._key, registry=self._registry)
