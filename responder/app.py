@@ -154,6 +154,7 @@ from responder.v1.routes import CALLS_DIR, V1Api, public_documents
 from responder.v1.routes import Done as V1Done
 from responder.v1.table import MEMBER_ROUTES as V1_MEMBER_ROUTES
 from responder.v1.table import ROUTES as V1_ROUTES
+from responder.v1.token import issuer_not_after as token_issuer_not_after
 from responder.v1.watchgauges import WatchCollector
 
 _log: Final = logging.getLogger("responder.app")
@@ -455,7 +456,12 @@ class JpkiApp:
         views = list(self.ocsp.by_index.values())
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
-        signers = SignerCollector(views, self._answer_not_after)
+        tokens = (
+            token_issuer_not_after(self.config, self.manifest)
+            if self.manifest is not None and self.group is None
+            else None
+        )
+        signers = SignerCollector(views, self._answer_not_after, tokens)
         collectors: list[Collector] = [
             collector, quotas, signers, RefusedCollector(self.config.ledger.dir)
         ]  # fmt: skip

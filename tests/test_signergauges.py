@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from crlbuilder.manifest import Manifest
-from responder.config import ResponderConfig
+from responder.config import ResponderConfig, TokenConfig
 from responder.ocsp import load_issuers
 from responder.signergauges import SignerCollector
 from responder.v1.jws import load_answer_signer
+from responder.v1.token import issuer_not_after as token_issuer_not_after
 
 
 def scrape(collector: SignerCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -59,3 +61,29 @@ def test_no_answer_signing_series_where_no_answer_is_signed(
     got = scrape(SignerCollector(load_issuers(manifest)))
     assert not any(name == "jpkiva_answer_signer_not_after_timestamp_seconds" for name, _ in got)
     assert any(name == "jpkiva_ocsp_signer_not_after_timestamp_seconds" for name, _ in got)
+
+
+def test_the_token_issuer_certificate_not_after_where_tokens_are_requested(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """Where this responder takes token requests ([token]), the token issuer's certificate's
+    notAfter (no token outlives it; past it POST /v1/token is 503): alert
+    JpkiVaTokenIssuerExpiring. Without [token], or a PKI without a token issuer, no series."""
+    pki, manifest = demo_pki
+    tok = manifest.token_issuer
+    assert tok is not None
+    views = load_issuers(manifest)
+    assert token_issuer_not_after(ResponderConfig(), manifest) is None  # no [token]
+    config = ResponderConfig(
+        token=TokenConfig(request_dir=tmp_path / "requests", issued_dir=tmp_path / "issued")
+    )
+    token = token_issuer_not_after(config, manifest)
+    assert token is not None
+    got = scrape(SignerCollector(views, token=token))
+    key = ("jpkiva_token_issuer_not_after_timestamp_seconds", (("issuer", tok.id),))
+    assert got[key] == not_after(pki / tok.cert)
+    assert not any(name == "jpkiva_answer_signer_not_after_timestamp_seconds" for name, _ in got)
+    without = msgspec.structs.replace(manifest, token_issuer=None)
+    assert token_issuer_not_after(config, without) is None
+    got = scrape(SignerCollector(views))
+    assert not any(name == "jpkiva_token_issuer_not_after_timestamp_seconds" for name, _ in got)

@@ -64,7 +64,7 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from crlbuilder.manifest import ManifestError, load_manifest
+from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
@@ -302,6 +302,19 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     with contextlib.suppress(OSError):  # a directory not there yet or unreadable: queue says so
         sweep_tmp(t.request_dir, now=time.time())  # a crashed worker's half-written requests
     return FileDesk(t.request_dir, t.issued_dir, pem, tok.index, t.max_per_party, tok.id)
+
+
+def issuer_not_after(config: ResponderConfig, manifest: Manifest) -> tuple[str, datetime] | None:
+    """The token issuer's id and its certificate's notAfter where this responder takes token
+    requests (``[token]`` set, the manifest naming a token issuer: `setup`'s condition), for
+    ``jpkiva_token_issuer_not_after_timestamp_seconds`` (`responder.signergauges`); else None.
+    No token outlives that certificate, and past it none is issued (`_issuer_expired`)."""
+    t = config.token
+    tok = manifest.token_issuer
+    if t.request_dir is None or t.issued_dir is None or tok is None:
+        return None
+    cert = x509.load_pem_x509_certificate(manifest.path(tok.cert).read_bytes())
+    return tok.id, cert.not_valid_after_utc
 
 
 _REVOKED_ARTICLE: Final = Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN]
