@@ -8,6 +8,11 @@
                             (405, Allow: GET): an answer's length is known only once it is
                             signed, and a HEAD provides nothing, so it must neither sign
                             nor count in the ledger (帳簿, Act §40)
+    GET  /{base64}          the same for a responder URL that is the root (RFC 5019 §5:
+                            ``{url}/{base64}``): a root path that can be a request by its
+                            bytes (`responder.ocsppath`: ``M`` first, base64 and percent
+                            escapes only), which no other route's path can be; one that
+                            does not decode is malformedRequest, as below /ocsp/
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family;
                             served from memory maps (`responder.crlfiles`), with
                             Last-Modified, ETag and Cache-Control: private, no-cache
@@ -52,7 +57,7 @@ the ``admin`` attribute here; on the public port it answers 404 (counted as endp
 time from the registered parties.
 
 The public routes (/healthz, /readyz, /announcements, /ca/, /reports/, a path not
-served) are bounded per worker for clients that prove no party (`responder.publicbound`:
+served, never an OCSP GET at the root) are bounded per worker for clients that prove no party (`responder.publicbound`:
 429 and a second's hold past ``[server.limits] public_per_second``); a party's requests
 are never counted, and a connection's first request to /healthz or /readyz (a health
 check's) is never refused.
@@ -128,6 +133,7 @@ from responder.metrics import (
     WorkerMetrics,
 )
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
+from responder.ocsppath import is_ocsp, is_root_request
 from responder.outcome import NO_PARTY, Outcome
 from responder.procsigning import ProcessSigningPool
 from responder.quotagauges import QuotaCollector
@@ -237,6 +243,9 @@ def _method_not_allowed(allow: bytes) -> Response:
 _POST_ONLY: Final = _method_not_allowed(b"POST")
 _GET_ONLY: Final = _method_not_allowed(b"GET, HEAD")
 _OCSP_GET_ONLY: Final = _method_not_allowed(b"GET")
+
+_ROOT_REQUEST_START: Final = (b"M", b"/")
+"""What a root path's second byte is when it may be an OCSP GET's (`responder.ocsppath`)."""
 
 # Notes (responder.outcome.Outcome) of the answers that do not depend on the request.
 _NOTE_OCSP_HTTP: Final = Outcome("ocsp")
@@ -557,17 +566,25 @@ class JpkiApp:
         if path.startswith(b"/ocsp/"):
             if path == b"/ocsp/" and req.method == b"POST":  # a responder URL ending in '/'
                 return self._ocsp_post(req)
-            if req.method != b"GET":  # HEAD too: it would sign and count for nothing
-                req.note = _NOTE_OCSP_HTTP
-                return _OCSP_GET_ONLY
-            try:
-                der = decode_get_path(path[6:])
-            except RequestError:
-                req.note = _NOTE_MALFORMED
-                return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
-            return self._ocsp(req, der, get=True)
-        if path.startswith(b"/v1/"):
+            encoded = path[6:]
+        elif path.startswith(b"/v1/"):
             return self._v1(req)
+        elif path[1:2] in _ROOT_REQUEST_START and is_root_request(path):
+            encoded = path  # {url}/{request} of a responder URL that is the root
+        else:
+            return self._other(req, path)
+        if req.method != b"GET":  # HEAD too: it would sign and count for nothing
+            req.note = _NOTE_OCSP_HTTP
+            return _OCSP_GET_ONLY
+        try:
+            der = decode_get_path(encoded)
+        except RequestError:
+            req.note = _NOTE_MALFORMED
+            return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
+        return self._ocsp(req, der, get=True)
+
+    def _other(self, req: Request, path: bytes) -> Response | asyncio.Future[Response]:
+        """The routes other than OCSP's and /v1's."""
         if not path.startswith(b"/crl/"):  # /crl/ proves its party itself, before any lookup
             busy = self._public_bound(req, path)
             if busy is not None:
@@ -639,7 +656,7 @@ class JpkiApp:
         credential-looking fields raised its body's limit to ``max_json_body_bytes``.
         """
         path = req.target.split(b"?", 1)[0]
-        ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
+        ocsp = is_ocsp(path)
         v1 = path.startswith(b"/v1/")
         if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None

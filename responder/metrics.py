@@ -92,6 +92,7 @@ from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, layer_endpoint, method_label
 from responder.metricfiles import MetricsFileError, WorkerFiles, fold
+from responder.ocsppath import is_ocsp
 from responder.outcome import Outcome
 from responder.publicbound import ROUTE_CLASSES
 from responder.storegauges import ENTRIES_FILES
@@ -198,7 +199,7 @@ _FIXED_PATHS: Final = {b"/healthz": "healthz", b"/readyz": "readyz", b"/metrics"
 def endpoint_of(target: bytes) -> str:
     """The ``endpoint`` label of a request target (used when the app left no note)."""
     path = target.split(b"?", 1)[0]
-    if path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/"):
+    if is_ocsp(path):
         return "ocsp"
     if path.startswith(b"/crl/"):
         return "crl"

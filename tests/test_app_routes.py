@@ -8,11 +8,13 @@ signed-request index (issue 10.8) are checked here without a server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import math
 import shutil
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,14 +27,15 @@ from cryptography import x509
 
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
-from responder import access, report, streamlag
+from responder import access, ocsppath, report, streamlag
 from responder.app import JpkiApp, caching_headers
 from responder.http import Request, Response
+from responder.metrics import endpoint_of
 from responder.ocsp import Ready
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import SuspensionWindow
-from responder.registry.vocabulary import Service
+from responder.registry.vocabulary import Method, Service
 from responder.report import YEARS
 from responder.v1 import changes
 from responder.v1.watchdb import LmdbWatchSet
@@ -691,3 +694,141 @@ def test_the_registry_watch_outlives_any_failure(
         app._reload_registry_if_changed()  # the loop's body: raised before
     assert app.registry is in_use
     assert any(r.getMessage() == "registry_watch_failed" for r in caplog.records)
+
+
+def _root_get_request(app: JpkiApp, serial: int) -> bytes:
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    return a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": serial}]
+    )  # fmt: skip
+
+
+def _bearer(app: JpkiApp) -> dict[bytes, bytes]:
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    return {b"authorization": b"Bearer " + token.encode()}
+
+
+def test_an_ocsp_get_at_the_root_is_the_ocsp_get(app: JpkiApp) -> None:
+    """RFC 5019 §5, RFC 6960 appendix A.1: a client given the root as its responder URL GETs
+    ``{url}/{url-encoding of base64(DER)}`` (the JDK does below 255 characters); that was 404.
+    It is /ocsp/{base64}'s route now: authenticated, the same answer, the RFC 5019 §6
+    caching fields, the endpoint label ``ocsp``; with the slash a root URL ending in one adds,
+    URL-encoded, base64url."""
+    der = _root_get_request(app, 11)
+    b64 = base64.b64encode(der)
+    reference = request(b"GET", b"/ocsp/" + b64, _bearer(app))
+    want = answer(app, reference)
+    assert reference.note is not None and reference.note.ocsp_status == "successful"
+    fields = {k for k, _ in want.extra_headers}
+    assert {b"cache-control", b"etag", b"expires", b"last-modified"} <= fields
+    for target in (
+        b"/" + b64,
+        b"//" + b64,
+        b"/" + urllib.parse.quote(b64, safe="").encode(),
+        b"/" + base64.urlsafe_b64encode(der).rstrip(b"="),
+        b"/" + b64 + b"?q=1",
+    ):
+        req = request(b"GET", target, _bearer(app))
+        got = answer(app, req)
+        assert (got.status, got.content_type, got.body) == (200, want.content_type, want.body)
+        assert {k for k, _ in got.extra_headers} == fields, target
+        assert dict(got.extra_headers)[b"etag"] == dict(want.extra_headers)[b"etag"]
+        assert req.note is not None, target
+        assert (req.note.endpoint, req.note.party, req.note.ocsp_status) == (
+            "ocsp",
+            "both-verifier",
+            "successful",
+        ), target
+        assert got.provision is not None  # counted when written, as /ocsp/{base64}
+    unproven = request(b"GET", b"/" + b64)
+    assert answer(app, unproven).status == 200
+    assert unproven.note is not None and unproven.note.rule == "unauthenticated"
+    assert endpoint_of(b"/" + b64 + b"?x") == endpoint_of(b"//" + b64) == "ocsp"
+
+
+def test_a_root_get_shadows_no_other_route(app: JpkiApp) -> None:
+    """The root's OCSP GETs are the paths that can be a request by their bytes
+    (`responder.ocsppath`: ``M`` first, base64 and percent escapes only): every other root
+    path answers what it did, browsers' and crawlers' requests included; inside that
+    namespace a path that does not decode is malformedRequest, as /ocsp/{garbage} is, and
+    HEAD or POST is 405 Allow: GET, as below /ocsp/."""
+    bearer = _bearer(app)
+    for target, status, endpoint in (
+        (b"/healthz", 200, "healthz"),
+        (b"/readyz", None, "readyz"),
+        (b"/metrics", 404, "metrics"),
+        (b"/ocsp", 405, "ocsp"),
+        (b"/", 404, "other"),
+        (b"//", 404, "other"),
+        (b"/favicon.ico", 404, "other"),
+        (b"/robots.txt", 404, "other"),
+        (b"/index.html", 404, "other"),
+        (b"/Main.php", 404, "other"),  # '.' is no base64: not a request
+        (b"/M\xc3\xa9", 404, "other"),
+        (b"/%4DEow", 404, "other"),  # 'M' is never escaped (RFC 3986 §2.3)
+        (b"/MEow/../healthz", 404, "other"),
+        (b"/ca/index.json", 200, "other"),
+        (b"/reports/2026.json", None, "other"),
+        (b"/announcements", 200, "other"),
+        (b"/crl/nothing.crl", None, "crl"),
+        (b"/v1/keys", 200, "v1-keys"),
+        (b"/v1/nothing", 404, None),
+    ):
+        req = request(b"GET", target, bearer)
+        got = answer(app, req)
+        if status is not None:
+            assert got.status == status, (target, got.status)
+        assert got.content_type != b"application/ocsp-response" or target == b"/ocsp", target
+        assert req.note is not None, target
+        if endpoint is not None:
+            assert req.note.endpoint == endpoint, (target, req.note)
+    for target in (b"/M", b"/MAA", b"/M%%%", b"/Mail", b"/MEow" + b"A" * 5000):
+        req = request(b"GET", target, bearer)
+        got = answer(app, req)
+        assert (got.status, got.content_type) == (200, b"application/ocsp-response"), target
+        assert req.note is not None and req.note.rule == "malformed", target
+        garbage = request(b"GET", b"/ocsp/" + target[1:], bearer)
+        assert answer(app, garbage).body == got.body, target
+    for method in (b"HEAD", b"POST", b"PUT"):
+        got = answer(app, request(method, b"/MAA=", bearer))
+        assert (got.status, dict(got.extra_headers)[b"allow"]) == (405, b"GET"), method
+
+
+def test_act_40_a_root_get_is_counted_as_an_ocsp_get(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """帳簿 (Act §40): a root GET's answer is counted in the ledger as /ocsp/{base64}'s: one
+    per CertID, for the party, as OCSP, when its bytes are written."""
+    counted: list[tuple[str, Service, Method, int]] = []
+    monkeypatch.setattr(
+        app.ledger,
+        "count",
+        lambda party, service, method, n, at=None: counted.append((party, service, method, n)),
+    )
+    der = _root_get_request(app, 13)
+    b64 = base64.b64encode(der)
+    got: dict[bytes, list[tuple[str, Service, Method, int]]] = {}
+    for target in (b"/ocsp/" + b64, b"/" + b64):
+        resp = answer(app, request(b"GET", target, _bearer(app)))
+        assert counted == [] and resp.provision is not None
+        resp.provision.sent()
+        got[target[:2]] = list(counted)
+        counted.clear()
+    assert got[b"/M"] == got[b"/o"]
+    assert len(got[b"/M"]) == 1 and got[b"/M"][0][0] == "both-verifier"
+    assert got[b"/M"][0][2] == Method.OCSP and got[b"/M"][0][3] == 1
+
+
+def test_the_shipped_proxy_names_the_root_gets_as_the_responder_does() -> None:
+    """deploy/haproxy's ``party_route`` ACL and its log rewrite hold `ROOT_REQUEST_PATTERN`
+    (tests/test_haproxy_anon.py and test_haproxy_log.py run them)."""
+    cfg = (
+        Path(__file__).resolve().parent.parent / "deploy" / "haproxy" / "haproxy.cfg"
+    ).read_text()
+    anchored = f"^{ocsppath.ROOT_REQUEST_PATTERN}$"
+    assert f"acl party_route path_reg {anchored}\n" in cfg
+    assert f"regsub({anchored},/{{request}})" in cfg

@@ -16,6 +16,7 @@ tables are seen apart.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import time
@@ -93,6 +94,8 @@ def test_one_anonymous_address_flooding_is_refused_at_the_proxy_and_nobody_else(
             flood = _statuses(lb, "127.0.0.2", "/healthz", 40)
             other = _statuses(lb, "127.0.0.3", "/healthz", 3)  # meanwhile, another address
             party = _statuses(lb, "127.0.0.2", "/ocsp", 40, token, ocsp)  # a party's token
+            # its OCSP GETs at the root (RFC 5019 §5, a responder URL that is the root) too
+            root = _statuses(lb, "127.0.0.8", "/" + base64.b64encode(ocsp).decode(), 40, token)
             # a made-up header buys no way round on a public route (the node answers it
             # whoever asks, charging its shared bound) ...
             posing = _statuses(lb, "127.0.0.4", "/healthz", 40, "made-up")
@@ -108,6 +111,7 @@ def test_one_anonymous_address_flooding_is_refused_at_the_proxy_and_nobody_else(
     assert set(flood) == {200, 429} and flood.count(429) >= 20, flood
     assert other == [200] * 3, other
     assert party == [200] * 40, party  # a party's route with a credential: not anonymous
+    assert root == [200] * 40, root
     assert posing[:5] == [200] * 5, posing
     assert set(posing) == {200, 429} and posing.count(429) >= 20, posing
     assert made_up[:5] == ["unauthorized"] * 5, made_up

@@ -8,7 +8,8 @@ as the request is sent again. The shipped ``option httplog`` logged the request 
 whole, so every GET's serial and signature went to haproxy's log (stdout, the journal): the
 responder keeps serial numbers out of its logs (`responder.logs`), the proxy in front of it
 did not. The log line now has the method and the path, an OCSP GET's request shown as
-``/ocsp/{request}``, and no query string; the other fields of haproxy's HTTP log are kept.
+``/ocsp/{request}`` (``/{request}`` at the root, a responder URL that is the root), and no
+query string; the other fields of haproxy's HTTP log are kept.
 
 The nodes are stand-ins answering 200 to everything (`_Node`); the config is the deploy file
 with only what loopback needs changed (`tests.support.shippedproxy`).
@@ -104,11 +105,14 @@ def test_the_access_log_names_no_certificate_of_an_ocsp_get(tmp_path: Path) -> N
             time.sleep(0.2)
         for form in forms.values():
             assert _get(lb, f"/ocsp/{form}") == 200
+            assert _get(lb, f"/{form}") == 200  # a responder URL that is the root
         assert _get(lb, "/v1/changes?cursor=c0ffee-cursor&limit=5") == 200
         time.sleep(0.5)  # haproxy writes its log line as the answer ends
     log = (tmp_path / "haproxy.log").read_text()
     lines = [line for line in log.splitlines() if "/ocsp/" in line]
     assert len(lines) == len(forms), log  # each request still logged, once
+    root = [line for line in log.splitlines() if '"GET /{request} HTTP/1.1"' in line]
+    assert len(root) == len(forms), log
     for name, form in forms.items():
         assert form not in log, f"the {name} OCSP request is in haproxy's log"
     for text in (plain[8:40], f"{SERIAL:x}", f"{SERIAL:X}", str(SERIAL)):

@@ -199,8 +199,10 @@ def run_ocsp_check(
     *,
     party: str | None = "both-verifier",
     props: tuple[str, ...] = (),
+    path: str = "/ocsp",
 ) -> tuple[list[str], str]:
-    """Run one JVM over ``checks``; its output lines and stderr."""
+    """Run one JVM over ``checks`` with the responder URL ``{server.url}{path}``; its output
+    lines and stderr."""
     list_file.write_text("".join(c.line(server.built) + "\n" for c in checks))
     tls = [
         f"-Djavax.net.ssl.trustStore={stores.trust}",
@@ -215,7 +217,7 @@ def run_ocsp_check(
         ]
     out = subprocess.run(
         [str(jdk.bin / "java"), *JVM_FLAGS, *tls, *props, "-cp", str(jdk.classes),
-         "OcspCheck", f"{server.url}/ocsp", str(list_file)],
+         "OcspCheck", f"{server.url}{path}", str(list_file)],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
@@ -296,6 +298,28 @@ def test_revocation_instant_and_path_validity(
         jdk, tls_server, stores, [Check(expired, None, "")], tmp_path / "expired.txt"
     )
     assert got[0].startswith("error EXPIRED:"), got
+
+
+def test_get_to_a_responder_url_that_is_the_root(
+    jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path
+) -> None:
+    """RFC 5019 §5: given ``https://127.0.0.1:PORT/`` as its responder, the JDK GETs
+    ``{url}/{URL-encoded base64}`` (below 255 characters; 404 before the root took OCSP GETs).
+    One sample per family and case, each answered as by /ocsp. The JDK does not fall back
+    to POST when its GET fails: before the root took GETs every one was an error."""
+    seen: set[tuple[str, str]] = set()
+    checks = []
+    for c in sample_checks(tls_server.built):
+        key = (c.answer.family.value, c.answer.case)
+        if key not in seen:
+            seen.add(key)
+            checks.append(c)
+    got, err = run_ocsp_check(
+        jdk, tls_server, stores, checks, tmp_path / "list.txt",
+        props=("-Djava.security.debug=certpath",), path="/",
+    )  # fmt: skip
+    assert not mismatches(checks, got), "\n".join(mismatches(checks, got))
+    assert "useget set to false" not in err  # GET (a POST to / was answered before too)
 
 
 def test_post_with_nonce(jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path) -> None:

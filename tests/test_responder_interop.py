@@ -179,6 +179,42 @@ def test_get_with_rfc5019_caching_headers(server: Server) -> None:
             )
 
 
+def test_openssl_with_a_root_responder_url_by_get_and_post(server: Server, tmp_path: Path) -> None:
+    """RFC 5019 §5: a client given ``http://127.0.0.1:PORT/`` GETs ``{url}/{base64}`` (URL-
+    encoded, after the URL's own slash: ``//{base64}`` too). openssl's request (``-reqout``),
+    sent by GET to the root, and openssl reading the answer (``-respin``): verified, the
+    status the store holds, the RFC 5019 §6 fields; openssl POSTing to the root URL itself."""
+    pop = server.built.population
+    auth = {"Authorization": f"Bearer {server.token('both-verifier')}"}
+    for a in [next(x for x in server.built.answers if x.status is s) for s in CertStatus]:
+        common = ["-issuer", str(pop / a.issuer_cert), "-cert", str(pop / a.cert)]
+        reqfile, respfile = tmp_path / f"{a.case}.req", tmp_path / f"{a.case}.resp"
+        subprocess.run(["openssl", "ocsp", *common, "-no_nonce", "-reqout", str(reqfile)],
+                       capture_output=True, timeout=30, check=True)  # fmt: skip
+        b64 = urllib.parse.quote(base64.b64encode(reqfile.read_bytes()).decode(), safe="")
+        for path in (f"/{b64}", f"//{b64}"):
+            req = urllib.request.Request(f"{server.url}{path}", headers=auth)
+            with urllib.request.urlopen(req, timeout=10) as r:
+                respfile.write_bytes(r.read())
+                assert r.headers["Content-Type"] == "application/ocsp-response"
+                assert "max-age=" in r.headers["Cache-Control"] and r.headers["ETag"]
+            out = subprocess.run(
+                ["openssl", "ocsp", *common, "-reqin", str(reqfile), "-respin", str(respfile),
+                 "-CAfile", str(pop / a.issuer_cert),
+                 *trusted_responder(server.built, a.issuer, "-VAfile"), "-resp_text"],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            assert "Response verify OK" in out.stderr, (a.case, path, out.stderr)
+            check_openssl_text(out.stdout, a)
+        root = server.url.rstrip("/") + "/"
+        args = ["openssl", "ocsp", "-url", root, *common, "-CAfile", str(pop / a.issuer_cert),
+                *trusted_responder(server.built, a.issuer, "-VAfile"), "-resp_text",
+                "-header", f"Authorization=Bearer {server.token('both-verifier')}"]  # fmt: skip
+        out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+        assert "Response verify OK" in out.stderr, (a.case, out.stderr)
+        check_openssl_text(out.stdout, a)
+
+
 def test_sha256_certid(server: Server) -> None:
     a = next(x for x in server.built.answers if x.status is CertStatus.REVOKED)
     resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a, hashes.SHA256()),
