@@ -21,6 +21,7 @@ import pytest
 
 from crlbuilder import cli as crlbuilder_cli
 from responder import cli as responder_cli
+from tests.support.cliparsers import flags, subparsers
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -32,17 +33,6 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 pytestmark = pytest.mark.unit
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def _flags(parser: argparse.ArgumentParser) -> set[str]:
-    return {o for a in parser._actions for o in a.option_strings}
-
-
 SYNOPSIS_HEAD = "Commands (each has `--help`):\n\n```sh\n"
 
 
@@ -52,7 +42,7 @@ def _synopsis() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
-def test_readme_synopsis_names_real_commands_and_flags() -> None:
+def test_readme_synopsis_names_real_commands_andflags() -> None:
     lines = _synopsis()
     assert len(lines) >= 10, lines
     for line in lines:
@@ -63,7 +53,7 @@ def test_readme_synopsis_names_real_commands_and_flags() -> None:
         for k, word in enumerate(
             words[1:], 1
         ):  # the command words, to the first flag or placeholder
-            subs = _subparsers(commands[-1][0])
+            subs = subparsers(commands[-1][0])
             names = word.split("|")
             if not subs or not all(n in subs for n in names):
                 assert not subs or word.startswith(("-", "[")) or word.isupper(), (
@@ -74,7 +64,7 @@ def test_readme_synopsis_names_real_commands_and_flags() -> None:
             commands = [(subs[n], n) for n in names]
         for sub, name in commands:
             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
-                assert flag in _flags(sub), f"README: {line!r}: {name} has no {flag}"
+                assert flag in flags(sub), f"README: {line!r}: {name} has no {flag}"
             _check_alternatives(line, words[rest - 1 :], sub, name)
 
 

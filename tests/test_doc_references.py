@@ -33,6 +33,7 @@ import pytest
 
 from crlbuilder import cli as crlbuilder_cli
 from responder import cli as responder_cli
+from tests.support.cliparsers import flags, subparsers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = (
@@ -135,17 +136,6 @@ def test_every_repository_path_named_exists() -> None:
     assert named >= 50, named
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def _flags(parser: argparse.ArgumentParser) -> set[str]:
-    return {o for a in parser._actions for o in a.option_strings}
-
-
 def _command_spans(text: str) -> Iterator[tuple[int, str]]:
     """(line, text) of each ``crlbuilder``/``responder`` command in backquotes in the prose
     (code blocks left out: their own tests read them)."""
@@ -158,7 +148,7 @@ def _resolve(words: list[str]) -> tuple[argparse.ArgumentParser, str, list[str]]
     """The deepest subcommand ``words`` name, its name, and the words after it; each ``a|b``
     word is its first alternative (the synopsis's test checks every one)."""
     parser, name, rest = PARSERS[words[0]](), words[0], words[1:]
-    while rest and (subs := _subparsers(parser)) and rest[0].split("|")[0] in subs:
+    while rest and (subs := subparsers(parser)) and rest[0].split("|")[0] in subs:
         name = f"{name} {rest[0]}"
         parser, rest = subs[rest[0].split("|")[0]], rest[1:]
     return parser, name, rest
@@ -172,10 +162,10 @@ def _check_command(where: str, command: str) -> None:
     if len(words) < 2 or words[1].startswith(("(", "<")) or not words[1][0].isalpha():
         return  # prose ("the responder (POST /v1/token) ..."), not a command line
     parser, name, rest = _resolve(words)
-    if rest and rest[0][0].isalpha() and _subparsers(parser):
+    if rest and rest[0][0].isalpha() and subparsers(parser):
         return  # prose again: "responder answers ...", "crlbuilder runs ..."
-    accepted = _flags(parser)
-    if rest and _subparsers(parser):  # "responder registry ... --nats": any of its subcommands
+    accepted = flags(parser)
+    if rest and subparsers(parser):  # "responder registry ... --nats": any of its subcommands
         name, accepted = f"{name} ...", accepted | _descendant_flags(parser)
     for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(rest)):
         assert flag in accepted, f"{where}: `{command}`: {name} has no {flag}"
@@ -183,12 +173,12 @@ def _check_command(where: str, command: str) -> None:
 
 def _descendant_flags(parser: argparse.ArgumentParser) -> set[str]:
     out: set[str] = set()
-    for sub in _subparsers(parser).values():
-        out |= _flags(sub) | _descendant_flags(sub)
+    for sub in subparsers(parser).values():
+        out |= flags(sub) | _descendant_flags(sub)
     return out
 
 
-def test_commands_in_the_prose_name_real_subcommands_and_flags() -> None:
+def test_commands_in_the_prose_name_real_subcommands_andflags() -> None:
     checked = 0
     for doc in DOCS:
         for line, command in _command_spans(doc.read_text(encoding="utf-8")):

@@ -23,9 +23,9 @@ from pathlib import Path
 _TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
 
-def _ports() -> set[tuple[int, int]]:
-    """(local port, remote port) of every TCP socket in the kernel's tables, any state."""
-    out: set[tuple[int, int]] = set()
+def _sockets() -> dict[tuple[int, int], int]:
+    """(local port, remote port) -> inode of every TCP socket in the kernel's tables, any state."""
+    out: dict[tuple[int, int], int] = {}
     for table in _TABLES:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -34,7 +34,8 @@ def _ports() -> set[tuple[int, int]]:
         for line in lines:
             fields = line.split()
             local, remote = fields[1], fields[2]
-            out.add((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)))
+            ports = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+            out[ports] = int(fields[9])
     return out
 
 
@@ -46,7 +47,7 @@ def reset(sock: socket.socket, timeout: float = 10.0) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
     deadline = time.monotonic() + timeout
-    while (server, client) in _ports():
+    while (server, client) in _sockets():
         if time.monotonic() > deadline:
             raise AssertionError(f"the server's socket did not take the reset in {timeout} s")
         time.sleep(0.001)
@@ -57,19 +58,9 @@ def server_socket(sock: socket.socket) -> int:
     client socket), from the kernel's table of connections; read it before a `reset`."""
     client = sock.getsockname()[1]
     server = sock.getpeername()[1]
-    for table in _TABLES:
-        try:
-            lines = table.read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)) == (
-                server,
-                client,
-            ):
-                return int(fields[9])
+    inode = _sockets().get((server, client))
+    if inode is not None:
+        return inode
     raise AssertionError("the server's socket of the connection is not in the kernel's tables")
 
 
