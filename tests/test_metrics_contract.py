@@ -205,7 +205,9 @@ def exposed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         "responder", "registry", "update", "--registry", str(registry), "--actor", "test",
         "--id", "both-verifier", "--quota-per-day", "100000", "--provisions-per-day", "100000",
     )  # fmt: skip
-    with start_server(built, d) as s:
+    (d / "token-requests").mkdir()  # a responder that takes token requests (Act §38-3)
+    tokens = ("--token-requests", str(d / "token-requests"), "--token-issued", str(d / "issued"))
+    with start_server(built, d, extra=tokens) as s:
         fresh = _scrape(s.metrics_url)
         token = s.token("both-verifier")
         for status in CertStatus:
