@@ -66,6 +66,34 @@ def _damage(s: Store, db: bytes, key: bytes, value: bytes) -> None:
         txn.put(key, value, db=s.dbs[db])
 
 
+def _ocsp_app(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: Path, party: str
+) -> tuple[JpkiApp, Callable[[bytes], tuple[Request, Response]]]:
+    """A worker's app in process on the store at ``path``, a minute after the build, and a
+    function POSTing an OCSP request to it as ``party`` (its note and its answer)."""
+    clock = types.SimpleNamespace(
+        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
+    )
+    monkeypatch.setattr("responder.app.time", clock)
+    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    token = (app.config.store.pki / "parties" / f"{party}.token").read_text().strip()
+
+    def ask(der: bytes) -> tuple[Request, Response]:
+        headers = {
+            b"content-type": b"application/ocsp-request",
+            b"authorization": b"Bearer " + token.encode(),
+        }
+        req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+        async def run() -> Response:
+            got = app.handle(req)
+            return got if isinstance(got, Response) else await got
+
+        return req, asyncio.run(run())
+
+    return app, ask
+
+
 _READS: list[tuple[str, bytes, bytes, bytes, Callable[[LmdbReader], object]]] = [
     ("status", sf.DB_STATUS, KEY, bytes(63), lambda r: r.status(KEY)),
     ("status", sf.DB_STATUS, KEY, bytes(65), lambda r: list(r.statuses(1))),
@@ -161,27 +189,8 @@ def test_a_responder_answers_internal_error_for_a_damaged_status_record(
         _damage(s, sf.DB_STATUS, key, good.pack()[:40])
     finally:
         s.close()
-    clock = types.SimpleNamespace(
-        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
-    )
-    monkeypatch.setattr("responder.app.time", clock)
-    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    app, ask = _ocsp_app(built, tmp_path, monkeypatch, path, "sig-verifier")
     try:
-        token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
-
-        def ask(der: bytes) -> tuple[Request, Response]:
-            headers = {
-                b"content-type": b"application/ocsp-request",
-                b"authorization": b"Bearer " + token.encode(),
-            }
-            req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
-
-            async def run() -> Response:
-                got = app.handle(req)
-                return got if isinstance(got, Response) else await got
-
-            return req, asyncio.run(run())
-
         req, resp = ask(ocsp_request(built, a, nonce=True))
         assert resp.status == 200
         assert ocsp.load_der_ocsp_response(bytes(resp.body)).response_status is (
@@ -385,27 +394,8 @@ def test_a_revoked_certificate_whose_state_byte_flipped_is_never_answered_good(
         _damage(s, sf.DB_STATUS, key, bytes(value))
     finally:
         s.close()
-    clock = types.SimpleNamespace(
-        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
-    )
-    monkeypatch.setattr("responder.app.time", clock)
-    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    app, ask = _ocsp_app(built, tmp_path, monkeypatch, path, "both-verifier")
     try:
-        token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-
-        def ask(der: bytes) -> tuple[Request, Response]:
-            headers = {
-                b"content-type": b"application/ocsp-request",
-                b"authorization": b"Bearer " + token.encode(),
-            }
-            req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
-
-            async def run() -> Response:
-                got = app.handle(req)
-                return got if isinstance(got, Response) else await got
-
-            return req, asyncio.run(run())
-
         for nonce in (False, True, False):  # fresh, and the cached path after it
             req, resp = ask(ocsp_request(built, a, nonce=nonce))
             answer = ocsp.load_der_ocsp_response(bytes(resp.body))
