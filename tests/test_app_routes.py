@@ -66,6 +66,40 @@ def answer(app: JpkiApp, req: Request) -> Response:
     return asyncio.run(run())
 
 
+OCSP_TYPE: dict[bytes, bytes] = {b"content-type": b"application/ocsp-request"}
+
+
+def cert_id(app: JpkiApp, serial: int) -> dict[str, Any]:
+    """A SHA-1 CertID of ``serial`` under the store's first issuer, as `a_request` takes it."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    return {"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+            "issuer_key_hash": key_hash, "serial_number": serial}  # fmt: skip
+
+
+def bearer(app: JpkiApp) -> dict[bytes, bytes]:
+    """The demo signature and login verifier's bearer token, as a header field."""
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    return {b"authorization": b"Bearer " + token.encode()}
+
+
+def spy_counts(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[tuple[str, int]], list[int]]:
+    """The ledger's counts (party, entries) and the provisions given back, as they happen."""
+    counted: list[tuple[str, int]] = []
+    given_back: list[int] = []
+    monkeypatch.setattr(
+        app.ledger, "count", lambda party, service, method, n, at=None: counted.append((party, n))
+    )
+    monkeypatch.setattr(
+        app.limits, "give_back_provisions", lambda party, n, now: given_back.append(n)
+    )
+    return counted, given_back
+
+
 ODD_REPORT_PATHS: tuple[bytes, ...] = (
     b"/reports/0000",
     b"/reports/0001",
@@ -196,29 +230,20 @@ def test_ocsp_post_to_a_responder_url_ending_in_a_slash(app: JpkiApp) -> None:
     ``http://va.example/ocsp/`` posts to /ocsp/, which answered 405 (Allow: GET). It is the
     OCSP POST route, authenticated and counted as /ocsp; GET /ocsp/ stays a GET with no
     request in it (malformedRequest)."""
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    der = a_request(
-        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-          "issuer_key_hash": key_hash, "serial_number": 5}]
-    )  # fmt: skip
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    ocsp_type = {b"content-type": b"application/ocsp-request"}
-    bearer = {b"authorization": b"Bearer " + token.encode()}
-    req = request(b"POST", b"/ocsp/", {**ocsp_type, **bearer})
+    der = a_request([cert_id(app, 5)])
+    auth = bearer(app)
+    req = request(b"POST", b"/ocsp/", {**OCSP_TYPE, **auth})
     req.body = der
     resp = answer(app, req)
     assert (resp.status, resp.content_type) == (200, b"application/ocsp-response")
     assert req.note is not None and req.note.party == "both-verifier"
     assert req.note.ocsp_status == "successful"
-    unproven = request(b"POST", b"/ocsp/", ocsp_type)
+    unproven = request(b"POST", b"/ocsp/", OCSP_TYPE)
     unproven.body = der
     assert answer(app, unproven).status == 200
     assert unproven.note is not None and unproven.note.rule == "unauthenticated"
-    assert answer(app, request(b"POST", b"/ocsp/", bearer)).status == 415
-    empty = request(b"GET", b"/ocsp/", bearer)
+    assert answer(app, request(b"POST", b"/ocsp/", auth)).status == 415
+    empty = request(b"GET", b"/ocsp/", auth)
     assert answer(app, empty).status == 200
     assert empty.note is not None and empty.note.rule == "malformed"
 
@@ -231,25 +256,9 @@ def test_act_40_an_ocsp_answer_is_counted_when_written_not_when_decided(
     answer on a connection that went away was counted though never written. A dropped
     answer gives the party's provisions back (`Provision.dropped`) and counts nothing;
     freshly signed or cached, the same."""
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    cid = {"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-           "issuer_key_hash": key_hash, "serial_number": 7}  # fmt: skip
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    headers = {
-        b"content-type": b"application/ocsp-request",
-        b"authorization": b"Bearer " + token.encode(),
-    }
-    counted: list[tuple[str, int]] = []
-    given_back: list[int] = []
-    monkeypatch.setattr(
-        app.ledger, "count", lambda party, service, method, n, at=None: counted.append((party, n))
-    )
-    monkeypatch.setattr(
-        app.limits, "give_back_provisions", lambda party, n, now: given_back.append(n)
-    )
+    cid = cert_id(app, 7)
+    headers = {**OCSP_TYPE, **bearer(app)}
+    counted, given_back = spy_counts(app, monkeypatch)
     for der, source in ((a_request([cid]), "signed"), (a_request([cid]), "cached"),
                         (a_request([cid, cid]), "signed")):  # fmt: skip
         req = request(b"POST", b"/ocsp", dict(headers))
@@ -275,25 +284,9 @@ def test_a_fresh_signature_made_after_its_party_was_suspended_is_not_given(
     answered ``successful`` and counted. Now the party's standing is asked again once the
     signature is made: ``unauthorized`` (rule ``suspended``), its provisions given back,
     nothing counted."""
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    cid = {"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-           "issuer_key_hash": key_hash, "serial_number": 4242}  # fmt: skip
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    headers = {
-        b"content-type": b"application/ocsp-request",
-        b"authorization": b"Bearer " + token.encode(),
-    }
-    counted: list[tuple[str, int]] = []
-    given_back: list[int] = []
-    monkeypatch.setattr(
-        app.ledger, "count", lambda party, service, method, n, at=None: counted.append((party, n))
-    )
-    monkeypatch.setattr(
-        app.limits, "give_back_provisions", lambda party, n, now: given_back.append(n)
-    )
+    cid = cert_id(app, 4242)
+    headers = {**OCSP_TYPE, **bearer(app)}
+    counted, given_back = spy_counts(app, monkeypatch)
     before = app.registry
     stop = SuspensionWindow(frozenset(Service), 0.0, math.inf, "Act §18(6)(1)")
     after = Registry(
@@ -328,8 +321,7 @@ def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) ->
     shared cache (a TLS-terminating proxy passing the client certificate on), which would
     hand it to anyone and uncounted. It carried Last-Modified and no Cache-Control, which
     lets a shared cache keep it by heuristic freshness (RFC 9111 §4.2.2)."""
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    auth = {b"authorization": b"Bearer " + token.encode()}
+    auth = bearer(app)
     for method in (b"GET", b"HEAD"):
         got = answer(app, request(method, b"/crl/sign-card-g1.crl", auth))
         assert got.status == 200
@@ -410,17 +402,8 @@ def test_only_a_proven_party_attributes_the_connection(app: JpkiApp) -> None:
     names a proven party (`responder.outcome.Outcome.attributed`). The notes of an
     unauthenticated OCSP request, a malformed one and a health check said party ``"-"``,
     which the layer took for a party: any client escaped the budget that way."""
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    der = a_request(
-        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-          "issuer_key_hash": key_hash, "serial_number": 5}]
-    )  # fmt: skip
-    ocsp_type = {b"content-type": b"application/ocsp-request"}
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    bearer = {b"authorization": b"Bearer " + token.encode()}
+    der = a_request([cert_id(app, 5)])
+    auth = bearer(app)
 
     def note(req: Request) -> Outcome:
         req.body = der
@@ -429,17 +412,17 @@ def test_only_a_proven_party_attributes_the_connection(app: JpkiApp) -> None:
         return req.note
 
     for unproven in (
-        request(b"POST", b"/ocsp", ocsp_type),
-        request(b"POST", b"/ocsp", {**ocsp_type, b"authorization": b"Bearer guess"}),
+        request(b"POST", b"/ocsp", OCSP_TYPE),
+        request(b"POST", b"/ocsp", {**OCSP_TYPE, b"authorization": b"Bearer guess"}),
         request(b"GET", b"/healthz"),
     ):
         got = note(unproven)
         assert not got.attributed and got.party == NO_PARTY, got
-    malformed = request(b"POST", b"/ocsp", {**ocsp_type, **bearer})
+    malformed = request(b"POST", b"/ocsp", {**OCSP_TYPE, **auth})
     malformed.body = b"\x30\x00"
     answer(app, malformed)
     assert malformed.note is not None and not malformed.note.attributed
-    proven = note(request(b"POST", b"/ocsp", {**ocsp_type, **bearer}))
+    proven = note(request(b"POST", b"/ocsp", {**OCSP_TYPE, **auth}))
     assert proven.attributed and proven.party == "both-verifier"
 
 
@@ -450,19 +433,8 @@ def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
     fields (registered parties only, Act §17(1), §36(1)) is not checked again when the
     body arrives: one check per request, not two. When the registry was replaced in
     between (a suspension, Act §18(6); a removed token), the new one decides."""
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    der = a_request(
-        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-          "issuer_key_hash": key_hash, "serial_number": 5}]
-    )  # fmt: skip
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    headers = {
-        b"content-type": b"application/ocsp-request",
-        b"authorization": b"Bearer " + token.encode(),
-    }
+    der = a_request([cert_id(app, 5)])
+    headers = {**OCSP_TYPE, **bearer(app)}
     calls: list[Registry] = []
     real = access.by_transport
 
@@ -528,8 +500,7 @@ def test_a_v1_request_proving_no_party_is_refused_before_its_body(
 
 
 def test_a_v1_request_proving_its_party_reads_its_body(app: JpkiApp) -> None:
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    req = request(b"POST", b"/v1/status", {b"authorization": b"Bearer " + token.encode()})
+    req = request(b"POST", b"/v1/status", bearer(app))
     assert app.early(req) is None
 
 
@@ -696,31 +667,15 @@ def test_the_registry_watch_outlives_any_failure(
     assert any(r.getMessage() == "registry_watch_failed" for r in caplog.records)
 
 
-def _root_get_request(app: JpkiApp, serial: int) -> bytes:
-    issuer = x509.load_pem_x509_certificate(
-        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
-    )
-    name_hash, key_hash = issuer_hashes(issuer, "sha1")
-    return a_request(
-        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
-          "issuer_key_hash": key_hash, "serial_number": serial}]
-    )  # fmt: skip
-
-
-def _bearer(app: JpkiApp) -> dict[bytes, bytes]:
-    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
-    return {b"authorization": b"Bearer " + token.encode()}
-
-
 def test_an_ocsp_get_at_the_root_is_the_ocsp_get(app: JpkiApp) -> None:
     """RFC 5019 §5, RFC 6960 appendix A.1: a client given the root as its responder URL GETs
     ``{url}/{url-encoding of base64(DER)}`` (the JDK does below 255 characters); that was 404.
     It is /ocsp/{base64}'s route now: authenticated, the same answer, the RFC 5019 §6
     caching fields, the endpoint label ``ocsp``; with the slash a root URL ending in one adds,
     URL-encoded, base64url."""
-    der = _root_get_request(app, 11)
+    der = a_request([cert_id(app, 11)])
     b64 = base64.b64encode(der)
-    reference = request(b"GET", b"/ocsp/" + b64, _bearer(app))
+    reference = request(b"GET", b"/ocsp/" + b64, bearer(app))
     want = answer(app, reference)
     assert reference.note is not None and reference.note.ocsp_status == "successful"
     fields = {k for k, _ in want.extra_headers}
@@ -732,7 +687,7 @@ def test_an_ocsp_get_at_the_root_is_the_ocsp_get(app: JpkiApp) -> None:
         b"/" + base64.urlsafe_b64encode(der).rstrip(b"="),
         b"/" + b64 + b"?q=1",
     ):
-        req = request(b"GET", target, _bearer(app))
+        req = request(b"GET", target, bearer(app))
         got = answer(app, req)
         assert (got.status, got.content_type, got.body) == (200, want.content_type, want.body)
         assert {k for k, _ in got.extra_headers} == fields, target
@@ -756,7 +711,7 @@ def test_a_root_get_shadows_no_other_route(app: JpkiApp) -> None:
     path answers what it did, browsers' and crawlers' requests included; inside that
     namespace a path that does not decode is malformedRequest, as /ocsp/{garbage} is, and
     HEAD or POST is 405 Allow: GET, as below /ocsp/."""
-    bearer = _bearer(app)
+    auth = bearer(app)
     for target, status, endpoint in (
         (b"/healthz", 200, "healthz"),
         (b"/readyz", None, "readyz"),
@@ -778,7 +733,7 @@ def test_a_root_get_shadows_no_other_route(app: JpkiApp) -> None:
         (b"/v1/keys", 200, "v1-keys"),
         (b"/v1/nothing", 404, None),
     ):
-        req = request(b"GET", target, bearer)
+        req = request(b"GET", target, auth)
         got = answer(app, req)
         if status is not None:
             assert got.status == status, (target, got.status)
@@ -787,14 +742,14 @@ def test_a_root_get_shadows_no_other_route(app: JpkiApp) -> None:
         if endpoint is not None:
             assert req.note.endpoint == endpoint, (target, req.note)
     for target in (b"/M", b"/MAA", b"/M%%%", b"/Mail", b"/MEow" + b"A" * 5000):
-        req = request(b"GET", target, bearer)
+        req = request(b"GET", target, auth)
         got = answer(app, req)
         assert (got.status, got.content_type) == (200, b"application/ocsp-response"), target
         assert req.note is not None and req.note.rule == "malformed", target
-        garbage = request(b"GET", b"/ocsp/" + target[1:], bearer)
+        garbage = request(b"GET", b"/ocsp/" + target[1:], auth)
         assert answer(app, garbage).body == got.body, target
     for method in (b"HEAD", b"POST", b"PUT"):
-        got = answer(app, request(method, b"/MAA=", bearer))
+        got = answer(app, request(method, b"/MAA=", auth))
         assert (got.status, dict(got.extra_headers)[b"allow"]) == (405, b"GET"), method
 
 
@@ -809,11 +764,11 @@ def test_act_40_a_root_get_is_counted_as_an_ocsp_get(
         "count",
         lambda party, service, method, n, at=None: counted.append((party, service, method, n)),
     )
-    der = _root_get_request(app, 13)
+    der = a_request([cert_id(app, 13)])
     b64 = base64.b64encode(der)
     got: dict[bytes, list[tuple[str, Service, Method, int]]] = {}
     for target in (b"/ocsp/" + b64, b"/" + b64):
-        resp = answer(app, request(b"GET", target, _bearer(app)))
+        resp = answer(app, request(b"GET", target, bearer(app)))
         assert counted == [] and resp.provision is not None
         resp.provision.sent()
         got[target[:2]] = list(counted)
