@@ -39,6 +39,7 @@ from crlbuilder.group import pull as group_pull
 from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, describe_commands, instant, run_command
+from crlbuilder.seal import take_facts_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -948,6 +949,7 @@ NATS unreachable: exit 1.""",
 
 def main(argv: list[str] | None = None) -> int:
     no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
+    take_facts_key()  # out of the environment: no child inherits it (`crlbuilder.seal`)
     return run_command(parser(), argv)
 
 
