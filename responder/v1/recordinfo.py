@@ -110,7 +110,9 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, renam
     birth_date: Annotated[
         str,
         msgspec.Meta(
-            pattern=r"^[1-5][0-9]{8}$",
+            min_length=9,
+            max_length=9,  # `$` also matches before a final line feed in Python: 9 exactly
+            pattern=r"^[1-5][0-9]{8}$",  # ECMA-262 in the OpenAPI document: no `\Z` there
             description="生年月日: one era digit (1 明治 .. 5 令和) then the Gregorian YYYYMMDD",
         ),
     ]
