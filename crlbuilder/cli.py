@@ -39,6 +39,7 @@ from crlbuilder.group import pull as group_pull
 from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, describe_commands, instant, run_command
+from crlbuilder.seal import take_facts_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -329,7 +330,7 @@ def _crl_exchange(
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from crlbuilder.ingest import list_sources
+    from crlbuilder.ingest import first_line_end, list_sources
     from crlbuilder.jetstream import Cluster, ClusterError
     from crlbuilder.stream import publish
 
@@ -340,9 +341,16 @@ def _publish(args: argparse.Namespace) -> int:
                 "<configuration>", "input.source", "publish needs --source nats://..."
             )
         paths = list_sources(args.files)
+        for path in paths:  # on the stream it would be applied: refused before anything goes
+            found = first_line_end(path)
+            if found is not None:
+                print(f"crlbuilder publish: error: {path} line {found[0]}: `{found[1]}` ends in "
+                      "a line feed, which the field's format does not hold: nothing published "
+                      "(correct the record, then publish again)", file=sys.stderr)  # fmt: skip
+                return 2
         servers, names, cipher = _stream(cfg)
         cluster = Cluster(servers, auth=cfg.stream.nats_auth())
-    except (ConfigError, ClusterError, FileNotFoundError) as e:
+    except (ConfigError, ClusterError, OSError) as e:
         print(f"crlbuilder publish: error: {e}", file=sys.stderr)
         return 2
     try:
@@ -827,7 +835,9 @@ def parser() -> argparse.ArgumentParser:
         description="Publish every line of the record files, in order, to the record stream "
         "(input.source, [stream]); each record once (JetStream drops a record id published "
         "again within its duplicate window, and every node applies a record id once). Lines are "
-        "sealed with a key derived from the facts key. Prints one JSON summary line.",
+        "sealed with a key derived from the facts key. A file holding a record whose id, issuer, "
+        "holder or birth date ends in a line feed is refused, nothing published (exit 2). "
+        "Prints one JSON summary line.",
     )
     add_arguments(pb)
     pb.add_argument("files", nargs="+", type=Path, help="record files or directories (*.jsonl)")
@@ -948,6 +958,7 @@ NATS unreachable: exit 1.""",
 
 def main(argv: list[str] | None = None) -> int:
     no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
+    take_facts_key()  # out of the environment: no child inherits it (`crlbuilder.seal`)
     return run_command(parser(), argv)
 
 

@@ -175,8 +175,36 @@ def _check_change(rec: ResidentChange) -> None:
         raise RecordError("$.abroad", "`abroad` belongs to move-out-notice records only")
 
 
-def decode_line(raw: bytes) -> Record:
-    """One JSON Lines line to a checked record; raises ValueError with the reason."""
+def check_line_ends(rec: Record) -> None:
+    """Refuse a record whose id, issuer, holder key or birth date ends in a line feed: raise
+    RecordError naming the first such field (never its value).
+
+    The model's patterns (`model.RecordId`, `IssuerId`, `HolderKey`, `EraBirthDate`) end in
+    ``$``, which msgspec matches as Python's `re.search` does: before a final ``\n`` too, so
+    ``"<64 hex digits>\n"`` passed as a holder key, another holder than the one without it.
+    Their other characters exclude a line feed, so a value they take holds one only at its
+    end. Checked where records enter (`decode_line`: record files, the spool, and
+    ``crlbuilder publish``, `first_line_end`), not on the record stream's replay
+    (`crlbuilder.stream.decode`): a message a node of an earlier release published and
+    applied is applied alike by a node replaying it (`crlbuilder.release`), and from this
+    release on no such record enters the stream."""
+    fields: list[tuple[str, str | None]] = [
+        ("$.id", rec.id),
+        ("$.issuer", getattr(rec, "issuer", None)),
+        ("$.holder", getattr(rec, "holder", None)),
+    ]
+    if isinstance(rec, Issuance) and rec.facts is not None:
+        fields.append(("$.facts.birth_date", rec.facts.birth_date))
+    for field, value in fields:
+        if value is not None and value.endswith("\n"):
+            raise RecordError(field, "ends in a line feed, which the field's format does not hold")
+
+
+def decode_line(raw: bytes, *, replayed: bool = False) -> Record:
+    """One JSON Lines line to a checked record; raises ValueError with the reason.
+
+    ``replayed``: a line read back from the record stream, where `check_line_ends` is not
+    applied (what the stream's earlier releases applied is applied alike)."""
     try:
         rec: Record = _decoder.decode(raw)
     except msgspec.ValidationError as e:
@@ -184,6 +212,8 @@ def decode_line(raw: bytes) -> Record:
     except msgspec.DecodeError as e:
         raise ValueError(f"not JSON: {e}") from None
     check_record(rec)
+    if not replayed:
+        check_line_ends(rec)
     return rec
 
 
@@ -271,14 +301,35 @@ def lines(f: BinaryIO, *, limit: int | None = None) -> Iterator[tuple[int, bytes
         yield n, (None if len(line) > MAX_LINE else line)
 
 
-def decode_item(source: str, n: int, line: bytes) -> Located | Rejected:
-    """Line ``n`` of ``source`` (without its line end) as a record, or its rejection."""
+def decode_item(source: str, n: int, line: bytes, *, replayed: bool = False) -> Located | Rejected:
+    """Line ``n`` of ``source`` (without its line end) as a record, or its rejection
+    (``replayed``: read back from the record stream, `decode_line`)."""
     if len(line) > MAX_LINE:
         return Rejected(source, n, f"line longer than {MAX_LINE} bytes")
     try:
-        return Located(source, n, decode_line(line))
+        return Located(source, n, decode_line(line, replayed=replayed))
     except ValueError as e:
         return Rejected(source, n, str(e), _record_id(line))
+
+
+def first_line_end(path: Path) -> tuple[int, str] | None:
+    """The first line of the record file ``path`` that is a record but for `check_line_ends`,
+    and the field it names; None when there is none (``crlbuilder publish`` refuses such a
+    file before it publishes anything: on the stream, the record would be applied). A line
+    refused for another reason is published as before, and every node quarantines it."""
+    with path.open("rb") as f:
+        for n, line in lines(f):
+            if not line or line.isspace():
+                continue
+            try:
+                rec = decode_line(line, replayed=True)
+            except ValueError:
+                continue
+            try:
+                check_line_ends(rec)
+            except RecordError as e:
+                return n, e.field
+    return None
 
 
 def record_id(line: bytes) -> str | None:

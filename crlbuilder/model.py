@@ -389,6 +389,10 @@ _REQUEST_REASON: Final = {
 # The four facts (基本4情報) and resident record changes (異動)
 # ---------------------------------------------------------------------------
 
+# The patterns below end in `$`, which msgspec matches as `re.search` does: before a final line
+# feed too. Kept so: the record stream's replay decodes with them, and a node replaying what an
+# earlier release applied must decide alike; `crlbuilder.ingest.check_line_ends` refuses such a
+# value where records enter (record files, the spool, `crlbuilder publish`).
 HolderKey = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 """A holder key: hex HMAC-SHA256 of the resident record code (住民票コード).
 

@@ -7,6 +7,12 @@ answer a request for 特定署名用電子証明書記録情報 (Act §18(3), `r
 This module owns the cipher (`FactsCipher`) and the reading of its key
 (`read_facts_key`: ``JPKI_VA_FACTS_KEY``, else a file of 64 hex digits, mode 0600), so
 the two binaries cannot drift apart. The key and the facts are never logged.
+
+Both commands take ``JPKI_VA_FACTS_KEY`` out of their environment first thing
+(`take_facts_key`, `crlbuilder.envsecret`): no program they start (a responder worker's
+signing processes) inherits it, and their forked children (the responder's workers, which
+open the facts; the builder's signing processes) hold it only as the memory they copy, never
+in their environment. `read_facts_key` reads the key taken.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from crlbuilder import envsecret
 from crlbuilder.model import FourFacts
 from crlbuilder.options import ConfigError
 from crlbuilder.secretmode import too_open
 
 FACTS_KEY_ENV: Final = "JPKI_VA_FACTS_KEY"
 """The environment variable holding the key itself (64 hex digits): it wins over a file."""
+
+_taken: str | None = None
+"""``JPKI_VA_FACTS_KEY`` as `take_facts_key` took it out of the environment (None: not set)."""
 
 _NONCE_BYTES: Final = 12
 _TAG_BYTES: Final = 16
@@ -77,17 +87,39 @@ class FactsCipher:
         return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
 
 
+def take_facts_key() -> None:
+    """Take ``JPKI_VA_FACTS_KEY`` out of this process's environment, keeping it for
+    `read_facts_key` (both commands' ``main``, before anything starts a process)."""
+    global _taken
+    value = envsecret.take(FACTS_KEY_ENV)
+    if value is not None:
+        _taken = value
+
+
+def facts_key_given(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``JPKI_VA_FACTS_KEY`` was given: in ``environ`` (default: this process's
+    environment, or as `take_facts_key` took it from there)."""
+    return bool(_from_environ(environ))
+
+
+def _from_environ(environ: Mapping[str, str] | None) -> str:
+    if environ is not None:
+        return environ.get(FACTS_KEY_ENV, "")
+    return os.environ.get(FACTS_KEY_ENV, "") or _taken or ""
+
+
 def read_facts_key(
     path: Path | None, *, field: str, environ: Mapping[str, str] | None = None
 ) -> bytes:
-    """The AES-256 key sealing the four facts: ``JPKI_VA_FACTS_KEY``, else the file ``path``
-    (the configuration field ``field`` names it).
+    """The AES-256 key sealing the four facts: ``JPKI_VA_FACTS_KEY`` (from ``environ``, by
+    default this process's environment or as `take_facts_key` took it), else the file
+    ``path`` (the configuration field ``field`` names it).
 
     Raises `ConfigError` naming where it looked (never the key): no key, an unreadable
     file, a file readable by group or others, or not 64 hex digits.
     """
     env = os.environ if environ is None else environ
-    raw = env.get(FACTS_KEY_ENV, "")
+    raw = _from_environ(environ)
     origin = FACTS_KEY_ENV
     if not raw:
         if path is None:

@@ -303,7 +303,7 @@ def decode(
         line = cipher.open(msg_id, payload)
     except ValueError as e:
         return Rejected(source, n, str(e))
-    return decode_item(source, n, line)
+    return decode_item(source, n, line, replayed=True)  # as earlier releases applied it
 
 
 @dataclass(frozen=True, slots=True)

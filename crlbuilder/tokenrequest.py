@@ -79,7 +79,9 @@ MAX_CSR_CHARS: Final = 4096
 one's ~3.1 KB. Tight, so that a request over it (even in JSON escapes) is refused by the
 route (400 naming ``$.csr``), not by the server's body limit."""
 
-RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}\Z")]
+r"""`request_id`'s 32 hex digits; ``\Z``, not ``$``, which msgspec matches before a final line
+feed too (a request file is read where it lies, never from the record stream)."""
 
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE REQUEST-----"
 _DIGESTS: Final = (hashes.SHA256, hashes.SHA384, hashes.SHA512)

@@ -21,6 +21,7 @@ from typing import Final
 
 from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.options import ConfigError, describe_commands, run_command
+from crlbuilder.seal import take_facts_key
 from responder import reloadctl, report
 from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
@@ -122,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     no_core_dumps()  # no dump of a key, PIN or secret: before any is read (`crlbuilder.lifecycle`)
+    take_facts_key()  # out of the environment: no child inherits it (`crlbuilder.seal`)
     return run_command(parser(), argv)
 
 

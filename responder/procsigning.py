@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Final
 
 from crlbuilder.keys.pkcs11 import TokenUnavailable
+from crlbuilder.seal import FACTS_KEY_ENV
 from responder.ocsp import Ready, SignJob
 from responder.signchild import FAILED, HELLO, JOB, OK, RESULT, UNAVAILABLE
 from responder.signqueue import FairQueue
@@ -453,9 +454,11 @@ class ProcessSigningPool:
 
 
 def _child_env() -> dict[str, str]:
-    """The worker's environment, with this project importable by the signing process."""
+    """The worker's environment, with this project importable by the signing process, without
+    the facts key (`responder serve` took it out already; an app made otherwise may still
+    hold it there): a signing process opens no facts."""
     root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != FACTS_KEY_ENV}
     path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = root + (os.pathsep + path if path else "")
     return env

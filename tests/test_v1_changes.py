@@ -512,6 +512,7 @@ def test_bad_queries_are_400_naming_the_field(
         ({"add": [ref(SC, A), {"issuer": "sign-card-g1", "serial": "0x1f"}]}, "$.add[1].serial"),
         ({"remove": [{"issuer": "sign-card-g1", "serial": " 1f"}]}, "$.remove[0].serial"),
         ({"add": [{"issuer": "sign-card-g1", "serial": "zz"}]}, "$.add[0].serial"),
+        ({"add": [ref(SC, A), {"issuer": "sign-card-g1", "serial": "1f\n"}]}, "$.add[1].serial"),
         ({"add": [{"issuer": "sign-card-g1", "serial": ""}]}, "$.add[0].serial"),
         ({"remove": [{"certificate": "not base64!"}]}, "$.remove[0].certificate"),
         ({"add": [ref(SC, A)], "clear": True}, "$"),

@@ -328,6 +328,12 @@ def test_a_certificate_given_itself_is_found_by_its_issuer(api: Api, cas: dict[i
             "$.certificate.serial",
         ),
         ({"certificate": {"issuer": "sign-card-g1", "serial": " a1"}}, 400, "$.certificate.serial"),
+        # SERIAL_HEX's `$` matched before a final line feed: the serial a1 was answered
+        (
+            {"certificate": {"issuer": "sign-card-g1", "serial": "a1\n"}},
+            400,
+            "$.certificate.serial",
+        ),
         ({"certificate": {"issuer": "sign-card-g9", "serial": "a1"}}, 400, "$.certificate.issuer"),
         ({"certificate": {"certificate": "not base64!"}}, 400, "$.certificate.certificate"),
         ({"certificate": {"issuer": "sign-card-g1", "serial": "a9"}}, 404, "$.certificate"),

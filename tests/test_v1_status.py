@@ -292,6 +292,11 @@ def _too_many() -> dict[str, object]:
         ),
         (entries({"issuer": "sign-card-g1", "serial": "1_0"}), "$.entries[0].serial"),
         (entries({"issuer": "sign-card-g1", "serial": " 10"}), "$.entries[0].serial"),
+        # the pattern's `$` matched before a final line feed: the batch's check raised
+        (
+            entries(ref(SC, GOOD), {"issuer": "sign-card-g1", "serial": "10\n"}),
+            "$.entries[1].serial",
+        ),
         (entries({"issuer": "sign-card-g1", "serial": ""}), "$.entries[0].serial"),
         (entries({"issuer": "sign-card-g1"}), "$.entries[0]"),
         (

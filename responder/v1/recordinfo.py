@@ -47,7 +47,6 @@ store keeps, so it is not part of the answer.
 from __future__ import annotations
 
 import enum
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, NamedTuple
@@ -56,7 +55,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 
 from crlbuilder.model import Family, FourFacts, Sex
-from crlbuilder.seal import FACTS_KEY_ENV, FactsCipher, read_facts_key
+from crlbuilder.seal import FactsCipher, facts_key_given, read_facts_key
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import StoreReader
 from crlbuilder.validity import expired_at, not_yet_valid_at
@@ -111,7 +110,9 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, renam
     birth_date: Annotated[
         str,
         msgspec.Meta(
-            pattern=r"^[1-5][0-9]{8}$",
+            min_length=9,
+            max_length=9,  # `$` also matches before a final line feed in Python: 9 exactly
+            pattern=r"^[1-5][0-9]{8}$",  # ECMA-262 in the OpenAPI document: no `\Z` there
             description="生年月日: one era digit (1 明治 .. 5 令和) then the Gregorian YYYYMMDD",
         ),
     ]
@@ -238,10 +239,12 @@ class Env:
 
 
 def setup(config: ResponderConfig) -> Env:
-    """The facts key from ``JPKI_VA_FACTS_KEY`` or ``store.facts_key_file`` (a bad key or file
-    is a `ConfigError` at start); neither configured: no cipher."""
+    """The facts key from ``JPKI_VA_FACTS_KEY`` (which `responder serve` took out of its
+    environment before it forked this worker: `crlbuilder.seal.take_facts_key`) or
+    ``store.facts_key_file`` (a bad key or file is a `ConfigError` at start); neither
+    configured: no cipher."""
     path = config.store.facts_key_file
-    if path is None and not os.environ.get(FACTS_KEY_ENV):
+    if path is None and not facts_key_given():
         return Env(IssuerIndex(), None)
     return Env(IssuerIndex(), FactsCipher(read_facts_key(path, field="store.facts_key_file")))
 

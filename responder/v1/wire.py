@@ -119,8 +119,10 @@ _HEX_ONLY: Final = re.compile(r"[0-9A-Fa-f]*")
 
 def serial_int(text: str) -> int | None:
     """The serial number a `SerialHex` names, or None when it is not 1 to 40 hex digits
-    (``int(text, 16)`` alone would take ``0x``, ``_``, signs and spaces)."""
-    return int(text, 16) if _SERIAL.match(text) else None
+    (``int(text, 16)`` alone would take ``0x``, ``_``, signs and spaces; `SERIAL_HEX`'s
+    ``$``, the OpenAPI document's, matches before a final line feed in Python: whole
+    strings only, ``fullmatch``)."""
+    return int(text, 16) if _SERIAL.fullmatch(text) else None
 
 
 def first_bad_serial(refs: Sequence[CertRef]) -> int | None:
@@ -132,7 +134,7 @@ def first_bad_serial(refs: Sequence[CertRef]) -> int | None:
     if _HEX_ONLY.fullmatch("".join(serials)):
         return None
     return next(
-        i for i, r in enumerate(refs) if r.serial is not None and not _SERIAL.match(r.serial)
+        i for i, r in enumerate(refs) if r.serial is not None and not _SERIAL.fullmatch(r.serial)
     )
 
 

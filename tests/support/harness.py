@@ -15,7 +15,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,7 +101,11 @@ class Server:
 
 @contextlib.contextmanager
 def start_server(
-    built: Built, d: Path, store: Path | None = None, extra: tuple[str, ...] = ()
+    built: Built,
+    d: Path,
+    store: Path | None = None,
+    extra: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """A real `responder serve` on an ephemeral loopback port, stopped by PID afterwards.
 
@@ -110,7 +114,8 @@ def start_server(
     scrape; ``d`` holds the registry (made from the demo PKI unless there), the ledger and
     the log (``stderr.log``). Fresh signatures are made where ``extra``'s ``--signing``
     says, else where `SIGNING_ENV` says (to run server test files again with another
-    ``[ocsp] signing``), else by the configuration's default.
+    ``[ocsp] signing``), else by the configuration's default. ``env``: the server's whole
+    environment (default: this process's).
     """
     d.mkdir(parents=True, exist_ok=True)
     registry = d / "registry.toml"
@@ -129,7 +134,7 @@ def start_server(
     signing = os.environ.get(SIGNING_ENV, "")
     if signing and "--signing" not in extra:
         args += ["--signing", signing]
-    with started(args, log=log, grace=20) as p:
+    with started(args, log=log, grace=20, env=env) as p:
         ready = r"(listening on \S+\s+metrics on \S+)" if metrics else r"(listening on \S+)"
         try:
             words = wait_line(p, ready, 30).split()
