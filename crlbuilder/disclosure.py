@@ -40,7 +40,9 @@ What each database of the store (docs/store.md) holds of a holder, and what is r
 
 Provisions of the holder's information to parties (Act §18, §37) are counted in the ledger
 (帳簿, `responder.ledger`) per party, day, service and method only: no holder, no serial, so
-no per-holder account of them exists to disclose (`NOTES`).
+no per-holder account of them exists to disclose (`NOTES`). The responder's watch lists
+(`responder.v1.watchdb`: which certificates each party's changes feed watches, under keyed
+hashes) live in the responder's own environment, not in the store: not read here (`NOTES`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ NOTES: Final = (
     "per holder, so none can be listed here.",
     "Record ids the store applied and refusals it quarantined are keyed by no holder; the "
     "records themselves are the 機構's (the record feed), not this store's.",
+    "The responder's watch lists (the certificates each party's changes feed watches, under "
+    "keyed hashes) are kept in the responder's own environment, not in this store, and are "
+    "not read here.",
     "A correction, addition or deletion (Act §61) is made in the 機構's records and reaches "
     "this store as a record (docs/operations.md, 'Disclosure of a holder's records').",
 )
