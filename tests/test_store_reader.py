@@ -147,6 +147,7 @@ def _lmdb(path: Path, r: _Records) -> Store:
                 db=d[sf.DB_ANNOUNCEMENTS])  # fmt: skip
         txn.put(sf.consent_key(OTHER, "verifier-1"), sf.pack_i64(T0 + 9), db=d[sf.DB_CONSENTS])
         txn.put(sf.consent_key(OTHER, "a-verifier"), sf.pack_i64(T0 + 8), db=d[sf.DB_CONSENTS])
+        txn.put(sf.consent_key(HOLDER, "z-verifier"), sf.pack_i64(T0 + 7), db=d[sf.DB_CONSENTS])
         txn.put(HOLDER, msgspec.json.encode(TAKEN), db=d[sf.DB_TAKEN])
         txn.put(HOLDER, msgspec.json.encode(MOVE_INS), db=d[sf.DB_MOVE_INS])
         txn.put(sf.status_key(SIGN, 10), b"sealed", db=d[sf.DB_HOLDERS])
@@ -170,7 +171,11 @@ def _memory(r: _Records) -> MemoryReader:
         status_records=dict(r.status), revoked=dict(r.revoked), answers=dict(r.answers),
         links={k: list(v) for k, v in r.links.items()}, pendings=dict(r.pending),
         facts={sf.status_key(SIGN, 10): b"sealed"},
-        consents={(OTHER, "verifier-1"): T0 + 9, (OTHER, "a-verifier"): T0 + 8},
+        consents={
+            (OTHER, "verifier-1"): T0 + 9,
+            (OTHER, "a-verifier"): T0 + 8,
+            (HOLDER, "z-verifier"): T0 + 7,
+        },
         kept_taken={HOLDER: list(TAKEN)}, kept_move_ins={HOLDER: list(MOVE_INS)},
         applied_records={"r-1": 6}, quarantine={b"q-key": 5}, issuer_table=list(r.issuers),
         crl_states={SIGN: sf.CrlState(number=5, next_update=T0 + 86400)},
@@ -349,6 +354,7 @@ def test_a_holders_consents_and_kept_changes_and_move_ins(reader: StoreReader) -
     """Read per holder for a disclosure (Act §58, `crlbuilder.disclosure`): every consent under
     the holder's key prefix in verifier order, none of another holder's."""
     assert reader.consents_of(OTHER) == [("a-verifier", T0 + 8), ("verifier-1", T0 + 9)]
-    assert reader.consents_of(HOLDER) == []
+    assert reader.consents_of(HOLDER) == [("z-verifier", T0 + 7)]  # after OTHER's keys
+    assert reader.consents_of(bytes([255] * 32)) == []
     assert reader.taken(HOLDER) == TAKEN and reader.taken(OTHER) == []
     assert reader.move_ins(HOLDER) == MOVE_INS and reader.move_ins(OTHER) == []
