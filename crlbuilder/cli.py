@@ -655,8 +655,10 @@ def _disclose(args: argparse.Namespace) -> int:
             args.log, "holder-disclosed", operators=[name], credentials=credential,
             detail={"store": str(args.store.resolve()), "to": "file" if args.out else "stdout"},
         )  # fmt: skip
-    except ChainError as e:
-        print(f"{what}: error: operation log {args.log}: {e}; nothing disclosed", file=sys.stderr)
+    except (ChainError, OSError) as e:  # a disclosure the log cannot account for is not made
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"{what}: error: operation log {args.log}: {why}; nothing disclosed",
+              file=sys.stderr)  # fmt: skip
         return 1
     if args.out is None:
         sys.stdout.buffer.write(body)

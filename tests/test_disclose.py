@@ -385,3 +385,26 @@ def test_a_disclosure_line_is_no_ceremony_the_next_ceremony_must_hold(
     assert main(["keys", "add-operator", "--operators", str(setup["operators"]), "--name", "bob",
                  "--secret", f"file:{secret}", "--log", str(setup["log"]),
                  "--anchor", str(head)]) == 0  # fmt: skip
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_disclose_discloses_nothing_when_the_operation_log_cannot_record_it(
+    setup: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    to_file: bool,
+) -> None:
+    """The operator checked, the document made, then its line cannot be appended (the disk
+    full): nothing is handed over (the line is written first), exit 1, and the message says
+    so and names the log (the bare system error, as run_command reports any, said neither)."""
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(oplog, "record", full)
+    out = setup["dir"] / "doc.json"
+    capsys.readouterr()
+    assert main(_argv(setup, HOLDER.hex(), *(["--out", str(out)] if to_file else []))) == 1
+    o, err = capsys.readouterr()
+    assert not out.exists() and o == "" and "nothing disclosed" in err
+    assert HOLDER.hex() not in err and FACTS.name not in err
