@@ -10,6 +10,7 @@
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder group init|pull ...         a group appliance (団体署名検証者): set up, CRL feed
     crlbuilder status --store DIR ...      what the store says of one serial
+    crlbuilder disclose --store DIR --holder HEX ...   a holder's records (開示, Act §58)
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
     crlbuilder keys ...                    key ceremonies (two operators) and the operation log
 
@@ -588,6 +589,100 @@ def _status(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _disclose(args: argparse.Namespace) -> int:
+    """`crlbuilder disclose`: the holder's records (Act §58) as one JSON document
+    (`crlbuilder.disclosure`), the disclosure recorded in the operation log."""
+    import os
+
+    from crlbuilder import disclosure
+    from crlbuilder.atomicfile import write_new, write_whole
+    from crlbuilder.auditlog import ChainError
+    from crlbuilder.keys import enrolments, logname, oplog
+    from crlbuilder.keys.approval import (
+        ApprovalError,
+        check_operator,
+        fingerprint,
+        load_log_name,
+        load_operators,
+        parse_approval,
+    )
+    from crlbuilder.seal import FACTS_KEY_ENV, FactsCipher, read_facts_key
+    from crlbuilder.store.format import StoreCorrupt, StoreFormatError
+    from crlbuilder.store.lmdbstore import Store
+
+    what = "crlbuilder disclose"
+
+    def refused(why: str) -> int:
+        print(f"{what}: error: {why}", file=sys.stderr)
+        return 2
+
+    try:  # the holder first: its text is never echoed (it names a person)
+        holder = disclosure.holder_of(args.holder)
+    except ValueError as e:
+        return refused(str(e))
+    if args.out is not None and not args.force and os.path.lexists(args.out):
+        return refused(f"{args.out} exists; give --force to replace it")
+    try:  # the operator, on the operation log the operators file names, before any lookup
+        wrong = logname.refusal(
+            load_log_name(args.operators), str(args.log.resolve()), oplog.genesis(args.log),
+            new_log=False, renames=False,
+        )  # fmt: skip
+        if wrong is not None:
+            return refused(wrong)
+        records = oplog.read_oplog(args.log)
+        operators = load_operators(args.operators)
+        name = check_operator(operators, parse_approval(args.operator))
+        credential = {name: fingerprint(operators[name])}
+        why = enrolments.approval_refusal(enrolments.ledger(records), credential)
+        if why is not None:
+            return refused(why)
+    except (ApprovalError, ChainError) as e:
+        return refused(str(e))
+    opener = None
+    if args.facts_key_file is not None or os.environ.get(FACTS_KEY_ENV):
+        try:
+            opener = FactsCipher(read_facts_key(args.facts_key_file, field="--facts-key-file"))
+        except ConfigError as e:
+            return refused(str(e))
+    try:
+        store = Store.open(args.store, readonly=True)
+    except StoreFormatError as e:
+        return refused(str(e))
+    try:
+        with store.read() as r:
+            doc = disclosure.disclose(r, holder, at=int(time.time()), opener=opener)
+    except (disclosure.FactsUnopened, StoreCorrupt) as e:
+        return refused(str(e))
+    finally:
+        store.close()
+    body = disclosure.encode(doc)
+    # recorded before it is handed over: the log never lacks a disclosure made (nothing of
+    # the holder in it: when, who, from which store, to stdout or a file)
+    try:
+        oplog.record(
+            args.log, "holder-disclosed", operators=[name], credentials=credential,
+            detail={"store": str(args.store.resolve()), "to": "file" if args.out else "stdout"},
+        )  # fmt: skip
+    except (ChainError, OSError) as e:  # a disclosure the log cannot account for is not made
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"{what}: error: operation log {args.log}: {why}; nothing disclosed",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    if args.out is None:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        return 0
+    try:
+        if args.force:
+            write_whole(args.out, body, 0o600, sync_dir=True)
+        else:
+            write_new(args.out, body, 0o600)
+    except FileExistsError:
+        return refused(f"{args.out} exists; give --force to replace it")
+    print(f"{args.out}: disclosure written (mode 0600)", file=sys.stderr)
+    return 0
+
+
 def _adopt_tokens(cfg: BuilderConfig, store: Store) -> TokenSide | None:
     """What adopting needs of the token records ``store`` applied (`crlbuilder.tokenadopt`):
     None when it applied none; the signer's (``crl.enabled``, a token issuer, ``tokens.issued``)
@@ -939,6 +1034,49 @@ NATS unreachable: exit 1.""",
         help="the certificate's serial number: decimal or 0x-hex, positive, at most 20 octets",
     )
     st.set_defaults(func=_status)
+
+    ds = sub.add_parser(
+        "disclose",
+        help="disclose one holder's records as one JSON document (開示, Act §58)",
+        description="Everything this appliance's status store holds about one holder (自己に"
+        "係る認証業務情報, Act §58): the certificates (links, status, CRL entry), the four facts "
+        "still kept (opened with the facts key when given), consents, the move-out notice and "
+        "the changes, lapses and move-ins kept for the holder; or that it holds nothing "
+        "(exists false, Act §58(1)). The store is opened read-only: the builder may run. The "
+        "operator is checked first (an enrolled operator's secret, as a ceremony's approval) "
+        "and the disclosure is recorded in the operation log (when, by whom; nothing of the "
+        "holder). The document holds personal data: to stdout, or to --out, created mode 0600. "
+        "Exit 0 disclosed (or none exists), 1 the work failed, 2 refused (an ill-formed holder, "
+        "the operator, the facts key, the store; nothing written). See docs/operations.md, "
+        "'Disclosure of a holder's records'.",
+    )
+    ds.add_argument("--store", type=Path, required=True, help="the status store directory")
+    ds.add_argument(
+        "--holder", required=True, metavar="HEX",
+        help="the holder key: 64 hex digits, as the records name the holder (docs/records.md)",
+    )  # fmt: skip
+    ds.add_argument(
+        "--facts-key-file", type=Path, metavar="FILE",
+        help="the facts key (64 hex digits, mode 0600; or JPKI_VA_FACTS_KEY): the four facts "
+        "are disclosed opened; without it they are reported sealed",
+    )  # fmt: skip
+    ds.add_argument(
+        "--log", type=Path, required=True, metavar="FILE",
+        help="the operation log (the one the operators file names) the disclosure is recorded in",
+    )  # fmt: skip
+    ds.add_argument("--operators", type=Path, required=True, metavar="FILE",
+                    help="the operators file (keys add-operator)")  # fmt: skip
+    ds.add_argument(
+        "--operator", required=True, metavar="NAME:file:/path|NAME:env:VAR",
+        help="the operator making the disclosure and their secret's source",
+    )  # fmt: skip
+    ds.add_argument(
+        "--out", type=Path, metavar="FILE",
+        help="write the document here (created mode 0600, whole; refused if it exists); "
+        "default stdout",
+    )  # fmt: skip
+    ds.add_argument("--force", action="store_true", help="with --out: replace an existing file")
+    ds.set_defaults(func=_disclose)
 
     sc = sub.add_parser("store", help="store maintenance")
     scs = sc.add_subparsers(dest="store_command", required=True, metavar="ACTION")

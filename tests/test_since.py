@@ -18,3 +18,15 @@ def test_a_label_with_a_line_break_prints_no_line_of_its_own() -> None:
     out = since.as_text(since.since([rec], 0))
     assert len(out) == 2 and out[1].startswith("  5 ") and "\n" not in out[1]
     assert repr(fake) in out[1] and "private_keys=1" in out[1]
+
+
+def test_a_disclosure_is_counted_as_one_not_as_a_refusal() -> None:
+    """A ``holder-disclosed`` line (`crlbuilder disclose`, Act §58) records no ceremony; the
+    summary counted every line that was not a ceremony as a refusal."""
+    lines = [
+        OpRecord(seq=n, at="2026-12-06T00:00:00+00:00", event=event, operators=["alice"],
+                 prev="0" * 64)
+        for n, event in ((2, "holder-disclosed"), (3, "ceremony-refused"), (4, "holder-disclosed"))
+    ]  # fmt: skip
+    summary = since.as_text(since.since([*lines], 0))[0]
+    assert "0 ceremony line(s), 1 refusal(s), 2 disclosure(s) of a holder's records" in summary

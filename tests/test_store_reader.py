@@ -34,6 +34,10 @@ T0 = 1_900_000_000
 """Issuance time of every certificate (2030): before the planned move-out."""
 
 
+TAKEN = [sf.Taken(T0 + 60, True, True, 0, 0, 0)]
+MOVE_INS = [sf.MoveIn(T0 + 70, T0 + 50)]
+
+
 def _good(family: Family, holder: bytes = HOLDER, version: int = 1) -> sf.StatusRecord:
     return sf.StatusRecord(
         version=version, state=sf.STATE_GOOD, category=0, reason=0, family=family.code,
@@ -142,6 +146,10 @@ def _lmdb(path: Path, r: _Records) -> Store:
         txn.put(sf.announcement_key(MOBILE), msgspec.json.encode(r.announcement),
                 db=d[sf.DB_ANNOUNCEMENTS])  # fmt: skip
         txn.put(sf.consent_key(OTHER, "verifier-1"), sf.pack_i64(T0 + 9), db=d[sf.DB_CONSENTS])
+        txn.put(sf.consent_key(OTHER, "a-verifier"), sf.pack_i64(T0 + 8), db=d[sf.DB_CONSENTS])
+        txn.put(sf.consent_key(HOLDER, "z-verifier"), sf.pack_i64(T0 + 7), db=d[sf.DB_CONSENTS])
+        txn.put(HOLDER, msgspec.json.encode(TAKEN), db=d[sf.DB_TAKEN])
+        txn.put(HOLDER, msgspec.json.encode(MOVE_INS), db=d[sf.DB_MOVE_INS])
         txn.put(sf.status_key(SIGN, 10), b"sealed", db=d[sf.DB_HOLDERS])
         txn.put(b"r-1", sf.pack_u32(6), db=d[sf.DB_APPLIED])
         txn.put(b"q-key", sf.pack_u32(5), db=d[sf.DB_QUARANTINE])
@@ -162,7 +170,13 @@ def _memory(r: _Records) -> MemoryReader:
     return MemoryReader(
         status_records=dict(r.status), revoked=dict(r.revoked), answers=dict(r.answers),
         links={k: list(v) for k, v in r.links.items()}, pendings=dict(r.pending),
-        facts={sf.status_key(SIGN, 10): b"sealed"}, consents={(OTHER, "verifier-1"): T0 + 9},
+        facts={sf.status_key(SIGN, 10): b"sealed"},
+        consents={
+            (OTHER, "verifier-1"): T0 + 9,
+            (OTHER, "a-verifier"): T0 + 8,
+            (HOLDER, "z-verifier"): T0 + 7,
+        },
+        kept_taken={HOLDER: list(TAKEN)}, kept_move_ins={HOLDER: list(MOVE_INS)},
         applied_records={"r-1": 6}, quarantine={b"q-key": 5}, issuer_table=list(r.issuers),
         crl_states={SIGN: sf.CrlState(number=5, next_update=T0 + 86400)},
         ocsp_states={AUTH: sf.OcspState(produced_at=T0, next_update=T0 + 600)},
@@ -334,3 +348,13 @@ def test_a_store_created_but_never_committed_reads_as_no_store(tmp_path: Path) -
     assert (tmp_path / "data.mdb").exists()
     with pytest.raises(sf.StoreFormatError, match="no status store here"):
         Store.open(tmp_path, readonly=True)
+
+
+def test_a_holders_consents_and_kept_changes_and_move_ins(reader: StoreReader) -> None:
+    """Read per holder for a disclosure (Act §58, `crlbuilder.disclosure`): every consent under
+    the holder's key prefix in verifier order, none of another holder's."""
+    assert reader.consents_of(OTHER) == [("a-verifier", T0 + 8), ("verifier-1", T0 + 9)]
+    assert reader.consents_of(HOLDER) == [("z-verifier", T0 + 7)]  # after OTHER's keys
+    assert reader.consents_of(bytes([255] * 32)) == []
+    assert reader.taken(HOLDER) == TAKEN and reader.taken(OTHER) == []
+    assert reader.move_ins(HOLDER) == MOVE_INS and reader.move_ins(OTHER) == []

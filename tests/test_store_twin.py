@@ -338,6 +338,7 @@ def _reads(r: StoreReader, m: MemoryReader) -> dict[str, Any]:
             r.pending(h),
             r.pending_move_out(h),
             [r.consent(h, v) for v in ("v", "w", "vw", "x")],
+            r.consents_of(h),
         )
     for (h, v), _ in m.consents.items():
         out[f"consent {h[0]} {v}"] = r.consent(h, v)

@@ -65,6 +65,7 @@ __all__ = [
     "add_operator",
     "check_approvals",
     "check_enrolment",
+    "check_operator",
     "check_secret_unshared",
     "fingerprint",
     "fingerprints",
@@ -224,6 +225,18 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
         if not _matches(a.secret, stored):
             raise ApprovalError(f"operator {a.operator!r}: the secret does not match")
     return names
+
+
+def check_operator(operators: Operators, approval: Approval) -> str:
+    """The operator's name when ``approval`` is an enrolled operator's with the right secret
+    (one operator acting alone: a disclosure, `crlbuilder disclose`); ApprovalError otherwise
+    (naming the operator, never the secret)."""
+    stored = operators.get(approval.operator)
+    if stored is None:
+        raise ApprovalError(f"operator {approval.operator!r} is not in the operators file")
+    if not _matches(approval.secret, stored):
+        raise ApprovalError(f"operator {approval.operator!r}: the secret does not match")
+    return approval.operator
 
 
 def check_secret_unshared(operators: Operators, name: str, secret: bytes) -> None:

@@ -7,7 +7,9 @@ refused (each with the operators who approved it, Ord §74(3): 複数の者に�
 作成及び管理, and the fingerprints of the credentials they approved with), an operator
 enrolled or their secret replaced or reset (識別符号, Ord §74(2)), and
 each signing session's start and end with its count of signatures (one line per session,
-never one per OCSP answer or CRL). A line names keys by reference without
+never one per OCSP answer or CRL), and each disclosure of a holder's records made
+(``holder-disclosed``, Act §58(2): when, by which operator; nothing of the holder, `crlbuilder
+disclose`), which records no ceremony. A line names keys by reference without
 its PIN source and never holds a PIN, a secret or a key.
 
 Signing sessions are logged when the process knows its log: `configure(path)`, or the
@@ -73,12 +75,13 @@ EVENTS: Final = frozenset(
         "operator-secret-reset",
         "signing-session-started",
         "signing-session-ended",
+        "holder-disclosed",
     }
 )
 
 
 NO_CEREMONY_EVENTS: Final = frozenset(
-    {"signing-session-started", "signing-session-ended", "ceremony-refused"}
+    {"signing-session-started", "signing-session-ended", "ceremony-refused", "holder-disclosed"}
 )
 """The lines that record no ceremony done: a log holding only these (signing processes
 started before the first enrolment, refusals) may still be begun with ``--new-log``."""

@@ -95,10 +95,13 @@ def _shown(value: object) -> str:
 def as_text(found: Since) -> list[str]:
     """The list as lines for a reader: a summary, then one line per entry, each detail
     ``name=value``, then the signing sessions per key."""
-    refused = len(found.lines) - found.ceremonies
+    refused = sum(1 for r in found.lines if r.event == "ceremony-refused")
+    disclosed = sum(1 for r in found.lines if r.event == "holder-disclosed")
     out = [
         f"since line {found.after} (the head given): {found.ceremonies} ceremony line(s), "
-        f"{refused} refusal(s), signing sessions on {len(found.sessions)} key(s)"
+        f"{refused} refusal(s), "
+        + (f"{disclosed} disclosure(s) of a holder's records, " if disclosed else "")
+        + f"signing sessions on {len(found.sessions)} key(s)"
     ]
     for r in found.lines:
         who = "+".join(r.operators) or "-"

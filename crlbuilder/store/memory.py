@@ -44,6 +44,10 @@ class MemoryReader(ReaderRules):
     facts: dict[bytes, bytes] = field(default_factory=dict)
     consents: dict[tuple[bytes, str], int] = field(default_factory=dict)
     pendings: dict[bytes, sf.PendingMoveOut] = field(default_factory=dict)
+    kept_taken: dict[bytes, list[sf.Taken]] = field(default_factory=dict)
+    """holder → its kept resident changes and lapses (`store.format.DB_TAKEN`)."""
+    kept_move_ins: dict[bytes, list[sf.MoveIn]] = field(default_factory=dict)
+    """holder → its kept move-in notices (`store.format.DB_MOVE_INS`)."""
     applied_records: dict[str, int] = field(default_factory=dict)
     quarantine: dict[bytes, int] = field(default_factory=dict)
     issuer_table: list[sf.IssuerMeta] = field(default_factory=list)
@@ -156,6 +160,8 @@ class MemoryReader(ReaderRules):
             sf.DB_HOLDERS: len(self.facts),
             sf.DB_CONSENTS: len(self.consents),
             sf.DB_PENDING: len(self.pendings),
+            sf.DB_TAKEN: len(self.kept_taken),
+            sf.DB_MOVE_INS: len(self.kept_move_ins),
             sf.DB_APPLIED: len(self.applied_records),
             sf.DB_CRLS: len(self.crl_index),
             sf.DB_ANNOUNCEMENTS: len(self.announced),
@@ -179,6 +185,18 @@ class MemoryReader(ReaderRules):
 
     def consent(self, holder: bytes, verifier: str) -> int | None:
         return self.consents.get((holder, verifier))
+
+    def consents_of(self, holder: bytes) -> list[tuple[str, int]]:
+        return sorted(
+            ((v, at) for (h, v), at in self.consents.items() if h == holder),
+            key=lambda c: c[0].encode(),
+        )
+
+    def taken(self, holder: bytes) -> list[sf.Taken]:
+        return list(self.kept_taken.get(holder, ()))
+
+    def move_ins(self, holder: bytes) -> list[sf.MoveIn]:
+        return list(self.kept_move_ins.get(holder, ()))
 
     def sealed_facts(self, key: bytes) -> bytes | None:
         return self.facts.get(key)

@@ -217,6 +217,21 @@ class StoreReader(Protocol):
         """When the holder's consent to ``verifier`` was recorded (Act §18(3)), or None."""
         ...
 
+    def consents_of(self, holder: bytes) -> list[tuple[str, int]]:
+        """(verifier id, when recorded) of every consent the holder gave, in verifier order
+        (a disclosure of the holder's records, Act §58: `crlbuilder.disclosure`)."""
+        ...
+
+    def taken(self, holder: bytes) -> list[sf.Taken]:
+        """The holder's resident changes and lapses the builder keeps (`store.format.DB_TAKEN`),
+        earliest first."""
+        ...
+
+    def move_ins(self, holder: bytes) -> list[sf.MoveIn]:
+        """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`),
+        earliest first."""
+        ...
+
     def sealed_facts(self, key: bytes) -> bytes | None:
         """The sealed four facts of a sign certificate (AES-GCM; `crlbuilder.facts`)."""
         ...
@@ -679,6 +694,21 @@ class LmdbReader(ReaderRules):
         if len(raw) != 8:
             raise sf.corrupt("consents", len(raw), "8 bytes")
         return sf.unpack_i64(raw)
+
+    def consents_of(self, holder: bytes) -> list[tuple[str, int]]:
+        """(verifier id, when recorded) of every consent the holder gave (Act §18(3)), in
+        verifier order: the keys under the holder's prefix (`store.format.consent_key`)."""
+        cur = self._txn.cursor(db=self._dbs[sf.DB_CONSENTS])
+        out: list[tuple[str, int]] = []
+        if not cur.set_range(holder):
+            return out
+        for key, raw in cur:
+            if bytes(key[: len(holder)]) != holder:
+                break
+            if len(raw) != 8:
+                raise sf.corrupt("consents", len(raw), "8 bytes")
+            out.append((bytes(key[len(holder) :]).decode("utf-8", "replace"), sf.unpack_i64(raw)))
+        return out
 
     def sealed_facts(self, key: bytes) -> bytes | None:
         raw = self._txn.get(key, db=self._dbs[sf.DB_HOLDERS])
