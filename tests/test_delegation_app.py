@@ -1,7 +1,7 @@
-"""A principal served in process under its contractor's agreement (Ord §29, §60): its OCSP and
-/v1 requests, made with its own credentials, are answered, counted in the ledger (帳簿, Act
-§40) under its own id and against the contractor's shared quotas, and stop when the
-contractor is suspended. The app's clock is pinned to an instant of the run."""
+"""A principal served in process under its contractor's agreement (Ord §29, §60): its OCSP,
+/v1 and CRL file requests, made with its own credentials, are answered, counted in the
+ledger (帳簿, Act §40) under its own id and against the contractor's shared quotas, and stop
+when the contractor is suspended. The app's clock is pinned to an instant of the run."""
 
 from __future__ import annotations
 
@@ -61,6 +61,11 @@ def answer(app: JpkiApp, req: Request) -> Response:
     return resp
 
 
+def get(path: bytes) -> Request:
+    headers = {b"authorization": b"Bearer " + TOKEN}
+    return Request(b"GET", path, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+
 def post(path: bytes, content_type: bytes, body: bytes) -> Request:
     headers = {b"content-type": content_type, b"authorization": b"Bearer " + TOKEN}
     return Request(b"POST", path, headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1)
@@ -91,9 +96,15 @@ def test_a_delegated_principal_is_served_and_counted_under_its_own_id(app: JpkiA
     resp = answer(app, post(b"/v1/status", b"application/json", body))
     assert resp.status == 200, resp.body
     assert msgspec.json.decode(resp.body)["entries"][0]["status"] in ("good", "revoked", "unknown")
+    assert answer(app, get(b"/crl/sign-card-g1.crl")).status == 200
     # the recipient counted is the principal; the provisions come off the shared agreement
-    assert counted(app) == {("city-1", Method.OCSP): 1, ("city-1", Method.JSON): 1}
-    assert app.limits.provisions_left(contractor, PINNED) == 3
+    served = {
+        ("city-1", Method.OCSP): 1,
+        ("city-1", Method.JSON): 1,
+        ("city-1", Method.CRL_FILE): 1,
+    }
+    assert counted(app) == served
+    assert app.limits.provisions_left(contractor, PINNED) == 2
 
     # the contractor suspended (Act §18(6)(1)): what it does for the principal stops too
     registry(app, "suspend", CONTRACTOR, "--article", "Act §18(6)(1)", "--reason", "breach")
@@ -104,4 +115,5 @@ def test_a_delegated_principal_is_served_and_counted_under_its_own_id(app: JpkiA
     assert resp.status == 403
     problem = msgspec.json.decode(resp.body)
     assert problem["title"] == "suspended" and problem["article"] == "Act §18(6)(1)"
-    assert counted(app) == {("city-1", Method.OCSP): 1, ("city-1", Method.JSON): 1}
+    assert answer(app, get(b"/crl/sign-card-g1-delta.crl")).status == 403
+    assert counted(app) == served
