@@ -227,14 +227,6 @@ def test_refused_naming_the_field(parties: list[dict[str, Any]], needles: list[s
         assert needle in msg, (needle, msg)
 
 
-def test_a_category_6_title_without_delegation_still_needs_its_certification() -> None:
-    t = _titles(principal(), delegated_to=None)
-    t["title"] = [{k: v for k, v in x.items() if v is not None} for x in t["title"]]
-    del t["notification"]["filed_by"]
-    msg = refused(text(contractor(), {**t, "agreement": contractor()["agreement"]}))
-    assert "title[0].certified_until: required for category 6" in msg
-
-
 def test_the_principals_requests_count_against_the_contractors_quotas(tmp_path: Path) -> None:
     """The deemed agreement's quotas are shared: what the contractor's systems ask for the
     principal and for themselves is one count (`responder.limits`, `Party.quota_id`)."""
