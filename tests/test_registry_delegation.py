@@ -14,6 +14,7 @@ import pytest
 
 from crlbuilder.model import Family
 from responder.limits import Limit, LimitsTable
+from responder.quotagauges import QuotaCollector
 from responder.registry.party import day_end
 from responder.registry.vocabulary import Service
 from tests.test_registry import NOW, build, group, refused, text, verifier
@@ -247,5 +248,12 @@ def test_the_principals_requests_count_against_the_contractors_quotas(tmp_path: 
         assert table.admit_crl(c, 0, "full", NOW) is None
         refused_crl = table.admit_crl(c, 0, "full", NOW + 1)
         assert refused_crl is not None and refused_crl.limit is Limit.CYCLE
+        # the gauges show the shared remainder under each of them
+        gauges = {
+            f.name: {s.labels["party"]: s.value for s in f.samples}
+            for f in QuotaCollector(lambda: reg, table, clock=lambda: NOW + 2).collect()
+        }
+        assert gauges["jpkiva_quota_remaining"] == {"acme": 0, "city": 0}
+        assert gauges["jpkiva_provisions_remaining"] == {"acme": 1, "city": 1}
     finally:
         table.close()
