@@ -88,6 +88,8 @@ def test_a_principal_without_an_agreement_has_its_contractors() -> None:
     assert city.crl_cycle_seconds == 3600
     assert city.may_receive(Family.AUTH_MOBILE, NOW)
     assert acme.contractor is None and acme.agreement_holder is None
+    # the file's order does not matter: the principal may come before its contractor
+    assert build(text(principal(), contractor())).parties["city"] == city
 
 
 def test_the_deemed_agreement_gives_what_the_principals_titles_receive() -> None:
