@@ -21,15 +21,15 @@ Order of the checks, first failure wins:
 6. ``suspended``: the service is stopped (提供の停止, Act §18(6),(7), §37(4)), possibly
    carried over from the other title (Act §18(6)(6), §37(4)(6)), or stopped for the
    contractor doing the party's work (under the contractor's article).
+7. ``unauthorized_family``: the certificate's family is not one the service is about,
+   or not in the agreement.
+8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
+   one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
 
 A delegating party (a principal, 電子署名等確認業務委託者) is decided like any other: the
 registry made its `Party` with the agreement that counts for it (its own, or its
 contractor's deemed its own, Ord §29(4), §60(2)), its deemed certification and its
 contractor's suspensions (`responder.registry.delegation`), so no caller needs to know.
-7. ``unauthorized_family``: the certificate's family is not one the service is about,
-   or not in the agreement.
-8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
-   one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
 
 On a group appliance (団体署名検証者, Act §17(5), §20) `decide_member` takes the place
 of `decide`: only the group's own members (署名確認者) are answered, about signature
