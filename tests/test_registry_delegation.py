@@ -124,6 +124,10 @@ def test_the_deemed_certification_ends_with_the_contractors() -> None:
         assert {g.until for g in city.grants.values()} == {end}
         assert city.may_receive(Family.SIGN_CARD, end - 1)
         assert not city.may_receive(Family.SIGN_CARD, end)
+        # the file loads once the day has passed (time refuses no file), saying so
+        assert build(text(contractor(), p), now=end - 1).warnings == ()
+        (warning,) = build(text(contractor(), p), now=end).warnings
+        assert "party 'city': its contractor 'acme'" in warning and "Ord §29(1)" in warning
 
 
 def test_a_contractor_that_ends_takes_its_principals_grants_with_it() -> None:

@@ -93,6 +93,9 @@ class _Checker:
     def err(self, party: str, fld: str, msg: str) -> None:
         self.errors.append(f"{self.source}: party {party!r}: {fld}: {msg}")
 
+    def warn(self, msg: str) -> None:
+        self.warnings.append(f"{self.source}: {msg}")
+
     def check(self, data: RegistryFile) -> list[Party]:
         parties: list[tuple[PartyEntry, Party]] = []
         seen: set[str] = set()
@@ -112,7 +115,7 @@ class _Checker:
         # a principal's deemed agreement, certification and suspensions are its contractor's
         # (Ord §29, §60): read once every party is built, in one place for every service path
         built = {p.id: p for _, p in parties}
-        return [principal(e, p, by_id, built, self.err) for e, p in parties]
+        return [principal(e, p, by_id, built, self.err, self.warn, self.now) for e, p in parties]
 
     # one entry
 

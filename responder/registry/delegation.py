@@ -133,10 +133,14 @@ def principal(
     entries: Mapping[str, AnyEntry],
     parties: Mapping[str, Party],
     err: Err,
+    warn: Callable[[str], None] = lambda _: None,
+    now: float = -math.inf,
 ) -> Party:
     """The party ``e`` as the workers serve it: ``own`` (built from its entry alone) when it
     delegates nothing, else with the deemed agreement, certification and suspensions of the
-    module docstring. Each problem is reported through ``err`` (the file is then refused)."""
+    module docstring. Each problem is reported through ``err`` (the file is then refused);
+    ``warn`` says that a principal is refused at ``now`` because of its contractor (its
+    certification lapsed or its provision ended: time passed, which refuses no file)."""
     n = e.notification
     cid = contractor_of(e)
     if cid is None:
@@ -195,6 +199,12 @@ def principal(
         if involved:
             until = min(g.until, c.end, *(lapse[k] for k in involved))
             grants[s] = Grant(g.families, g.methods, until)
+    if own.end > now >= min((g.until for g in grants.values()), default=math.inf):
+        warn(
+            f"party {e.id!r}: its contractor {c.id!r}'s certification has lapsed or its "
+            "provision has ended: what rests on it is refused (Ord §29(1)) until the contractor is "
+            "renewed or the delegation ends"
+        )
     inherited = tuple(
         SuspensionWindow(stopped, w.since, w.until, w.article, via=c.id)
         for w in c.suspensions
