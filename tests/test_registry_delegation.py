@@ -148,6 +148,10 @@ def test_the_contractors_suspension_stops_its_principals_same_side() -> None:
     assert Service.SIGN_REVOCATION_INFO in w.services
     assert not city.may_receive(Family.SIGN_CARD, NOW)
     assert city.may_receive(Family.AUTH_CARD, NOW)
+    # a principal under its own agreement too: the contractor does its work all the same
+    own = {**principal(), "agreement": verifier("x")["agreement"]}
+    city = build(text(contractor(suspension=[susp]), own)).parties["city"]
+    assert city.agreement_holder is None and not city.may_receive(Family.SIGN_CARD, NOW)
     carried = build(text(contractor(suspension=[{**susp, "carry_over": True}]), principal()))
     city = carried.parties["city"]
     assert {w.article for w in city.suspensions} == {"Act §18(6)(1)", "Act §37(4)(6)"}

@@ -11,7 +11,8 @@ item 6, Ord §28(1)) to one body certified under that item (the 電子署名等�
 the workers serve, so that every service path (OCSP, /v1, CRL files), which reads only that
 `Party`, sees the deemed agreement and the deemed certification without knowing of either.
 
-Decisions (the tests in tests/test_registry_delegation.py hold them):
+Decisions (tests/test_registry_delegation.py, test_policy_delegation.py,
+test_registrycli_delegation.py and test_delegation_app.py hold them):
 
 - One contractor, one level. Every 署名検証者 and 利用者証明検証者 title of a principal names
   the same contractor (the *whole* work goes to *one* body, Ord §29(1)); the titles are of
