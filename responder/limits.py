@@ -23,6 +23,12 @@ the table lives). Keys:
   the full CRL of one generation does not use up the delta, nor another
   generation's files.
 
+``<party>`` of ``q/`` and ``p/`` is `Party.quota_id`: the id of the agreement that counts
+for the party. A principal served under its contractor's agreement, deemed its own (Ord
+§29(4), §60(2)), counts under the contractor's id, sharing that agreement's quotas with the
+contractor and its other principals; ``c/`` keeps the party's own id (each recipient's copy
+of a file, `responder.registry.delegation`).
+
 A refusal is a `Wait`: which limit (`Limit`) and how many seconds until it
 lets the party through again (the ``Retry-After`` of a refused CRL download).
 
@@ -149,12 +155,12 @@ def _taken_on(rows: list[tuple[int, int, int, int]], day: int) -> int:
 
 
 def _quota_key(party_id: str) -> bytes:
-    """The table key of a party's quota counters."""
+    """The table key of a party's quota counters (``party_id``: `Party.quota_id`)."""
     return b"q/" + party_id.encode()
 
 
 def _provisions_key(party_id: str) -> bytes:
-    """The table key of a party's provisions counter."""
+    """The table key of a party's provisions counter (``party_id``: `Party.quota_id`)."""
     return b"p/" + party_id.encode()
 
 
@@ -311,7 +317,7 @@ class LimitsTable:
         """
         if party.requests_per_second is None and party.requests_per_day is None:
             return None
-        key = _quota_key(party.id)
+        key = _quota_key(party.quota_id)
         sec, day = int(now), _jst_day(now)
         in_sec = in_day = 0
         for s, c, d, cd in self._values(key):
@@ -341,8 +347,9 @@ class LimitsTable:
         return None
 
     def admitted_today(self, party_id: str, now: float) -> int:
-        """Requests of ``party_id`` every worker of this node admitted on the Japan calendar
-        day of ``now`` (what its ``requests_per_day`` share is counted against)."""
+        """Requests counted under ``party_id`` (a `Party.quota_id`) every worker of this node
+        admitted on the Japan calendar day of ``now`` (what its ``requests_per_day`` share is
+        counted against)."""
         day = _jst_day(now)
         return sum(cd for _s, _c, d, cd in self._values(_quota_key(party_id)) if d == day)
 
@@ -353,7 +360,7 @@ class LimitsTable:
         if share is None:
             return None
         day = _jst_day(now)
-        taken = _taken_on(self._values(_provisions_key(party.id)), day)
+        taken = _taken_on(self._values(_provisions_key(party.quota_id)), day)
         return max(0, share - taken)
 
     def take_provisions(
@@ -382,7 +389,7 @@ class LimitsTable:
         if not record:
             left = self.provisions_left(party, now)
             return provisions_wait(now, left) if left is not None and left < n else now
-        key = _provisions_key(party.id)
+        key = _provisions_key(party.quota_id)
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
@@ -410,7 +417,7 @@ class LimitsTable:
         nothing when that day is older."""
         if party.provisions_per_day is None or n <= 0:
             return
-        own = self._slot(self.index, _provisions_key(party.id), allocate=False)
+        own = self._slot(self.index, _provisions_key(party.quota_id), allocate=False)
         if own < 0:
             return
         d, mine, before, before_n = self._read(own)

@@ -15,13 +15,21 @@ Order of the checks, first failure wins:
    §38-3; a 署名確認者 is answered by its group only, Act §20(1)), or the agreement
    (取決め, Act §17(4),(6), §36(2)) does not include it.
 5. ``ended`` again when the titles granting the service have lost their
-   certification (認定, Act §17(2)).
+   certification (認定, Act §17(2)); for a party that delegated its whole verification work
+   to a certified contractor (電子署名等確認業務受託者), when the contractor's certification,
+   which its deemed one rests on, has lapsed or the contractor's provision ended (Ord §29(1)).
 6. ``suspended``: the service is stopped (提供の停止, Act §18(6),(7), §37(4)), possibly
-   carried over from the other title (Act §18(6)(6), §37(4)(6)).
+   carried over from the other title (Act §18(6)(6), §37(4)(6)), or stopped for the
+   contractor doing the party's work (under the contractor's article).
 7. ``unauthorized_family``: the certificate's family is not one the service is about,
    or not in the agreement.
 8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
    one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
+
+A delegating party (a principal, 電子署名等確認業務委託者) is decided like any other: the
+registry made its `Party` with the agreement that counts for it (its own, or its
+contractor's deemed its own, Ord §29(4), §60(2)), its deemed certification and its
+contractor's suspensions (`responder.registry.delegation`), so no caller needs to know.
 
 On a group appliance (団体署名検証者, Act §17(5), §20) `decide_member` takes the place
 of `decide`: only the group's own members (署名確認者) are answered, about signature
@@ -93,6 +101,18 @@ _UNAUTHENTICATED: Final = Refused(
     "no registered party proved itself (only notified parties receive information)",
 )
 
+_CONTRACTOR_LAPSED: Final = Refused(
+    Rule.ENDED,
+    "Ord §29(1)",
+    "this party is deemed certified while the contractor (電子署名等確認業務受託者) doing its "
+    "whole verification work is: that contractor's certification (認定, Act §17(2)) has lapsed "
+    "or its provision has ended",
+)
+_CONTRACTOR_SUSPENDED: Final = (
+    "provision is suspended (提供の停止): the contractor (電子署名等確認業務受託者, Ord §29) "
+    "doing this party's verification work is suspended"
+)
+
 _OCSP_SERVICE: Final = {
     Family.SIGN_CARD: Service.SIGN_REVOCATION_INFO,
     Family.SIGN_MOBILE: Service.SIGN_REVOCATION_INFO,
@@ -143,6 +163,8 @@ def decide(
     if grant is None:
         return _unauthorized_service(party, service)
     if now >= grant.until:
+        if party.contractor is not None:
+            return _CONTRACTOR_LAPSED
         return Refused(
             Rule.ENDED,
             "Act §17(2)",
@@ -150,7 +172,8 @@ def decide(
         )
     for s in party.suspensions:
         if service in s.services and s.since <= now < s.until:
-            return Refused(Rule.SUSPENDED, s.article, "provision is suspended (提供の停止)")
+            detail = _CONTRACTOR_SUSPENDED if s.via else "provision is suspended (提供の停止)"
+            return Refused(Rule.SUSPENDED, s.article, detail)
     if family is None:
         if grant.families:
             return Refused(
@@ -363,11 +386,15 @@ def cycle_refusal(party: Party, service: Service) -> Refused:
 
 
 def agreement_article(party: Party, service: Service) -> str:
-    """The article requiring the agreement that covers ``service`` for this party."""
+    """The article requiring the agreement that covers ``service`` for this party (and, for
+    its contractor's agreement deemed its own, the provision that deems it)."""
+    deemed = party.agreement_holder is not None
     if service in AUTH_SIDE:
-        return "Act §36(2)"
+        return "Act §36(2), Ord §60(2)" if deemed else "Act §36(2)"
     if service in SIGN_SIDE:
-        return "Act §17(4)" if Title.SIGNATURE_VERIFIER in party.titles else "Act §17(6)"
+        if Title.SIGNATURE_VERIFIER not in party.titles:
+            return "Act §17(6)"
+        return "Act §17(4), Ord §29(4)" if deemed else "Act §17(4)"
     return "Act §38-3(3)"
 
 

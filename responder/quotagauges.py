@@ -14,6 +14,9 @@ change delivered, CRL file downloaded), what is left of it today on this node, i
 less what every worker took (`responder.limits.LimitsTable.provisions_left`). No series
 for a party without the bound.
 
+A party served under its contractor's agreement (deemed its own, Ord §29(4), §60(2)) shows
+what is left of that agreement's quotas, shared with the contractor (`Party.quota_id`).
+
 Labels: registry party ids only, bounded by the registry: no personal data.
 """
 
@@ -58,7 +61,7 @@ class QuotaCollector(Collector):
             share = node_share(party.requests_per_day, self._limits.nodes)
             if share is None:
                 continue
-            left = share - self._limits.admitted_today(party.id, now)
+            left = share - self._limits.admitted_today(party.quota_id, now)
             gauge.add_metric([party.id], max(0, left))
         yield gauge
         provisions = GaugeMetricFamily(

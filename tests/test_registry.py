@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import tomllib
 from datetime import UTC, date, datetime, timedelta
@@ -811,11 +812,16 @@ def test_the_documented_example_is_a_valid_registry() -> None:
     doc = module.__doc__ or ""
     example = doc[doc.index("    version = 2") : doc.index("Decisions recorded here")]
     src = "\n".join(line[4:] for line in example.splitlines())
-    src = src.replace('"<hex>"', f'"{"0" * 64}"').replace('"..."', '"x"')
+    hexes = iter("0123456789")  # each party's token its own
+    src = re.sub('"<hex>"', lambda _: f'"{next(hexes) * 64}"', src).replace('"..."', '"x"')
     reg = build(src)
     p = reg.parties["both-verifier"]
     assert p.state(NOW) is PartyState.SUSPENDED
     assert {s.article for s in p.suspensions} == {"Act §37(4)(1)", "Act §18(6)(6)"}
+    # the principal: served under its contractor's agreement, stopped with it
+    city = reg.parties["city-office"]
+    assert (city.contractor, city.agreement_holder) == ("both-verifier", "both-verifier")
+    assert set(city.grants) == set(p.grants) and city.state(NOW) is PartyState.SUSPENDED
 
 
 def test_a_worker_takes_the_registry_the_master_loaded_without_loading_it_again(

@@ -19,7 +19,11 @@ law makes the 機構 know about a recipient:
   for mutual TLS, certificates for signed OCSP requests; each with an optional
   validity window, so a party can hold two overlapping ones while rotating;
 - state: suspensions (提供の停止, Act §18(6),(7), §37(4)), with carry-over to
-  the other title (Act §18(6)(6), §37(4)(6)), and the end of provision.
+  the other title (Act §18(6)(6), §37(4)(6)), and the end of provision;
+- a delegation (電子署名等確認業務の全部の委託, Ord §29, §60): the certified contractor
+  (電子署名等確認業務受託者) a principal (電子署名等確認業務委託者) entrusts its whole
+  verification work to (``delegated_to`` on its titles), and whether the contractor filed
+  its notification (``filed_by``).
 
 ::
 
@@ -69,6 +73,30 @@ law makes the 機構 know about a recipient:
     reason = "..."
     carry_over = true                      # also stops the sign services (Act §18(6)(6))
 
+    [[party]]                              # 電子署名等確認業務委託者 (Ord §29(1))
+    id = "city-office"
+    name = "..."
+
+    [party.notification]
+    address = "..."
+    office = "..."
+    start = 2025-04-01
+    filed_by = "both-verifier"             # the contractor filed it (Ord §29(3), §60(1))
+
+    [[party.title]]
+    kind = "signature-verifier"
+    category = 6                           # deemed certified under item 6 (Ord §29(1)):
+    delegated_to = "both-verifier"         # no certified_until, the contractor's counts
+
+    [[party.title]]
+    kind = "user-verifier"
+    category = 6
+    delegated_to = "both-verifier"         # the same contractor: the whole work goes to one
+
+    [[party.credential]]                   # no [party.agreement]: the contractor's is deemed
+    kind = "token"                         # its own (Ord §29(4), §60(2)); requests are made
+    token_sha256 = "<hex>"                 # with the principal's own credentials
+
 Decisions recorded here (the tests hold them):
 
 - Dates (start, certified_until, approved) are Japan calendar days (JST, UTC+9);
@@ -106,14 +134,27 @@ Decisions recorded here (the tests hold them):
   migrate` (`responder.registry.cli`), which asks the operator for what the old
   entries lack and invents nothing.
 
+- Delegation (Ord §29, §60; `responder.registry.delegation` has the details). A principal's
+  署名検証者 and 利用者証明検証者 titles are of category 6, name one contractor
+  (``delegated_to``) and carry no ``certified_until``: it is deemed certified while the
+  contractor is, a registered party holding a verifier title of category 6 with
+  ``certified_until``, no group or member title, and delegating nothing itself (one
+  level). ``filed_by`` names that contractor or nothing. Without an agreement of its own
+  the principal is served under the contractor's, for each delegated title whose kind the
+  contractor holds (Ord §29(4), §60(2); else it needs its own), with the contractor's
+  quotas, counted once for both (`Party.quota_id`). Its grants end with the contractor's
+  certification or end of provision, and the contractor's suspensions stop the same side
+  of it. All of this is computed when the file is checked, into the principal's `Party`:
+  every service path reads only that, so each sees the agreement that counts.
+
 Workers pick up a changed file within a second by calling
 `Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP; a file changed
 in place (not renamed over) once it has settled (`responder.registry.lookup.SETTLE`).
 
 Modules (callers import from the submodule; this package re-exports nothing):
 `vocabulary` (titles, services, methods: the law's words), `schema` (the
-file's tables, TOML parse and dump), `party` (a checked party), `checks` (the
-rules above), `lookup` (`Registry`, `LastGoodRegistry`: what workers use),
+file's tables, TOML parse and dump), `party` (a checked party), `delegation` (a principal's
+deemed agreement, certification and suspensions), `checks` (the rules above), `lookup` (`Registry`, `LastGoodRegistry`: what workers use),
 `audit` (the hash-chained audit log), `cli` (`responder registry ...`), `demo`
 (the demo parties, imported only by the CLI).
 """

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
 from crlbuilder.model import Family
 from crlbuilder.tokenrequest import approval_window
 from crlbuilder.validity import end_exclusive
+from responder.registry.delegation import contractor_of, principal
 from responder.registry.party import (
     Approval,
     CredentialInfo,
@@ -34,6 +35,7 @@ from responder.registry.party import (
     SuspensionWindow,
     day_end,
     day_start,
+    revocation_families,
 )
 from responder.registry.schema import (
     LEGACY_REFUSED,
@@ -91,8 +93,11 @@ class _Checker:
     def err(self, party: str, fld: str, msg: str) -> None:
         self.errors.append(f"{self.source}: party {party!r}: {fld}: {msg}")
 
+    def warn(self, msg: str) -> None:
+        self.warnings.append(f"{self.source}: {msg}")
+
     def check(self, data: RegistryFile) -> list[Party]:
-        parties: list[Party] = []
+        parties: list[tuple[PartyEntry, Party]] = []
         seen: set[str] = set()
         for entry in data.parties:
             if entry.id in seen:
@@ -102,12 +107,15 @@ class _Checker:
             if isinstance(entry, LegacyPartyEntry):
                 self.err(entry.id, "titles", LEGACY_REFUSED.format(source=self.source))
             else:
-                parties.append(self.entry(entry))
+                parties.append((entry, self.entry(entry)))
         by_id = {e.id: e for e in data.parties}
         for entry in data.parties:
             if isinstance(entry, PartyEntry):
                 self.membership(entry, by_id)
-        return parties
+        # a principal's deemed agreement, certification and suspensions are its contractor's
+        # (Ord §29, §60): read once every party is built, in one place for every service path
+        built = {p.id: p for _, p in parties}
+        return [principal(e, p, by_id, built, self.err, self.warn, self.now) for e, p in parties]
 
     # one entry
 
@@ -141,7 +149,8 @@ class _Checker:
                     self.err(
                         e.id, "notification.representative", "required for a group (Ord §32(1))"
                     )
-            if e.agreement is None:
+            if e.agreement is None and contractor_of(e) is None:
+                # a principal's may be its contractor's, deemed (`responder.registry.delegation`)
                 self.err(e.id, "agreement", "required (取決め, Act §17(4), §36(2); Ord §31)")
         self.texts(e)
         grants = self.agreement(e, kinds, titles) if e.agreement is not None else {}
@@ -156,7 +165,7 @@ class _Checker:
             id=e.id,
             name=e.name,
             titles=kinds,
-            families=_revocation_families(grants),
+            families=revocation_families(grants),
             auth=frozenset(c.kind for c in creds),
             cert_public_keys=tuple(c.spki for c in creds if c.kind is AuthMethod.SIGNED_REQUEST),
             group=confirmer.group if isinstance(confirmer, SignatureConfirmerTitle) else None,
@@ -236,7 +245,7 @@ class _Checker:
         for i, t in enumerate(e.title):
             fld = f"title[{i}]"
             if isinstance(t, SignatureVerifierTitle | UserVerifierTitle):
-                if t.category in (5, 6) and t.certified_until is None:
+                if t.category in (5, 6) and t.certified_until is None and t.delegated_to is None:
                     self.err(
                         e.id,
                         f"{fld}.certified_until",
@@ -540,19 +549,6 @@ class _Checker:
                     f"{t.group!r} is a group of Act §17(5) item {gtitle.group_kind}: its members "
                     "fall under the same item (Act §21(1))",
                 )
-
-
-def _revocation_families(grants: Mapping[Service, Grant]) -> frozenset[Family]:
-    out: set[Family] = set()
-    for s in (
-        Service.SIGN_REVOCATION_INFO,
-        Service.SIGN_CRL_FILE,
-        Service.AUTH_REVOCATION_INFO,
-        Service.AUTH_CRL_FILE,
-    ):
-        if s in grants:
-            out |= grants[s].families
-    return frozenset(out)
 
 
 def _title_until(s: Service, kinds: frozenset[Title], titles: Mapping[Title, TitleEntry]) -> float:

@@ -16,6 +16,15 @@ file as it was), appended to the audit log, then written atomically (temporary
 file, fsync, rename; mode 0600). Comments in the file are not kept: the file
 is rewritten in its normalized form.
 
+A delegation of the whole verification work to a certified contractor (Ord §29, §60,
+`responder.registry.delegation`) is set with ``add|update --delegated-to ID`` (on both
+verifier titles, their own ``certified_until`` removed) and ``--filed-by ID`` (the contractor
+filed the notification, Ord §29(3), §60(1)), and ended with ``update --no-delegation``; a
+principal added with it gets no agreement of its own unless an agreement flag asks for one
+(it is served under its contractor's), and ``update --drop-agreement`` removes one. `show`
+and `list` name the contractor; like every change, it is checked, audited and, with
+``--nats``, put in the shared registry.
+
 A party's state changes through its own command only: its suspensions (提供の停止) through
 `suspend` and `resume` (which cancels only a suspension not begun), its end of provision
 through `end` (an end still to come may be set again; in effect, it is final). `update
@@ -620,10 +629,13 @@ def _apply_flags(
         "office": args.office,
         "start": args.start,
         "notified": args.notified,
+        "filed_by": args.filed_by,
     }
     if any(v is not None for v in notif_flags.values()):
         notif = dict(d.get("notification") or {})
         notif.update({k: v for k, v in notif_flags.items() if v is not None})
+        if notif.get("filed_by") == "":  # --filed-by '': the party filed it itself
+            del notif["filed_by"]
         d["notification"] = notif
     # titles
     if args.title:
@@ -631,9 +643,13 @@ def _apply_flags(
         d["title"] = [{**old.get(k, {}), "kind": k, **_title_fields(args, k)} for k in args.title]
     else:
         d["title"] = [{**t, **_title_fields(args, t["kind"])} for t in d.get("title", [])]
+    _delegation(d, args)
     kinds = frozenset(Title(t["kind"]) for t in d["title"] if t["kind"] in {x.value for x in Title})
     # agreement (取決め)
     member_only = kinds == {Title.SIGNATURE_CONFIRMER}
+    delegating = any(t.get("delegated_to") for t in d["title"])
+    has_own = d.get("agreement") is not None
+    fresh = new or not has_own  # an agreement made now: its lists default to what titles allow
     agree_flags = {
         "services": args.service,
         "families": args.family,
@@ -643,13 +659,20 @@ def _apply_flags(
         "member_answer": args.member_answer,
         "concluded": args.concluded,
     }
-    if not member_only and (
-        new
-        or any(v is not None for v in agree_flags.values())
+    agreement_flags = (
+        any(v is not None for v in agree_flags.values())
         or args.quota_per_second is not None
         or args.quota_per_day is not None
         or args.provisions_per_day is not None
-        or args.title
+    )
+    if args.drop_agreement:
+        if agreement_flags:
+            raise CommandError("--drop-agreement removes the agreement: give no agreement flag")
+        d.pop("agreement", None)
+    # a principal without an agreement of its own is served under its contractor's (Ord
+    # §29(4), §60(2)): none is made for it unless an agreement flag asks for one
+    elif not member_only and (
+        (new and not delegating) or agreement_flags or (args.title and has_own)
     ):
         agreement = dict(d.get("agreement") or {})
         agreement.update({k: v for k, v in agree_flags.items() if v is not None})
@@ -664,7 +687,7 @@ def _apply_flags(
                 agreement[key] = value
         allowed = title_services(kinds)
         known = {x.value for x in Service}
-        if args.service is None and new:
+        if args.service is None and fresh:
             agreement["services"] = [x.value for x in Service if x in allowed]
         elif args.service is None and args.title:  # keep what the new titles still allow
             agreement["services"] = [
@@ -673,13 +696,13 @@ def _apply_flags(
         services = [Service(x) for x in agreement.get("services", []) if x in known]
         fams: set[Family] = set().union(*(SERVICE_FAMILIES[x] for x in services))
         meths: set[Method] = set().union(*(SERVICE_METHODS[x] for x in services))
-        if args.family is None and (new or args.service is not None):
+        if args.family is None and (fresh or args.service is not None):
             agreement["families"] = [f.value for f in Family if f in fams]
         elif args.family is None and args.title:
             agreement["families"] = [
                 f for f in agreement.get("families", []) if f in {x.value for x in fams}
             ]
-        if args.method is None and (new or args.service is not None):
+        if args.method is None and (fresh or args.service is not None):
             agreement["methods"] = [m.value for m in Method if m in meths]
         elif args.method is None and args.title:
             agreement["methods"] = [
@@ -749,6 +772,33 @@ def _apply_flags(
             tokens[i] = (label, tokens[i][1])
     d["credential"] = creds + added
     return d, tokens
+
+
+def _delegation(d: dict[str, Any], args: argparse.Namespace) -> None:
+    """``--delegated-to`` and ``--no-delegation`` on the party's verifier titles (in place):
+    the contractor is named on every 署名検証者 and 利用者証明検証者 title (the whole work goes
+    to one contractor, Ord §29(1)), whose certification the titles then rest on instead of
+    their own (``certified_until`` removed unless given); ended, the titles name none and
+    the notification no contractor that filed it (``filed_by``)."""
+    if args.delegated_to is not None and args.no_delegation:
+        raise CommandError("--delegated-to and --no-delegation contradict each other")
+    verifiers = [t for t in d["title"] if t.get("kind") in _VERIFIER_KINDS]
+    if args.delegated_to is not None:
+        if not verifiers:
+            raise CommandError(
+                f"party {args.id!r}: --delegated-to is set on signature-verifier and "
+                "user-verifier titles, and the party holds neither"
+            )
+        for t in verifiers:
+            t["delegated_to"] = args.delegated_to
+            if args.certified_until is None:
+                t.pop("certified_until", None)
+    elif args.no_delegation:
+        for t in verifiers:
+            t.pop("delegated_to", None)
+        notif = d.get("notification")
+        if isinstance(notif, dict) and args.filed_by is None:
+            d["notification"] = {k: v for k, v in notif.items() if k != "filed_by"}
 
 
 def _to_entry(data: dict[str, Any], source: str) -> PartyEntry:
@@ -1142,13 +1192,37 @@ def cmd_show(args: argparse.Namespace) -> int:
     if entry is None or party is None:
         raise CommandError(f"no party {args.id!r}")
     now = clock()
+    principals = sorted(p.id for p in reg.parties.values() if p.contractor == party.id)
     if args.format == "json":
-        out = {"state": _state(party, now), "entry": msgspec.to_builtins(entry)}
+        out = {
+            "state": _state(party, now),
+            **_delegation_view(party),
+            "principals": principals,
+            "entry": msgspec.to_builtins(entry),
+        }
         print(msgspec.json.format(msgspec.json.encode(out)).decode())
     else:
         print(f"# state now: {_state(party, now)}")
+        if party.contractor is not None:
+            agreement = (
+                f"its contractor's, deemed its own (Ord §29(4), §60(2)): {party.agreement_holder}"
+                if party.agreement_holder is not None
+                else "its own"
+            )
+            print(f"# contractor (電子署名等確認業務受託者, Ord §29): {party.contractor}")
+            print(f"# agreement that counts: {agreement}")
+        if principals:
+            print(f"# contractor for (電子署名等確認業務委託者, Ord §29): {', '.join(principals)}")
         print(dump_registry(RegistryFile(parties=[entry])).split("\n", 2)[2].strip("\n"))
     return 0
+
+
+def _delegation_view(party: Party) -> dict[str, str | None]:
+    """Whom the party delegates its work to (Ord §29) and whose agreement counts for it."""
+    return {
+        "contractor": party.contractor,
+        "agreement_of": party.agreement_holder or party.id,
+    }
 
 
 def _state(party: Party, now: float) -> str:
@@ -1175,6 +1249,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "services": sorted(s.value for s in p.grants),
                 "credentials_valid": valid,
                 "credentials": len(p.credentials),
+                **_delegation_view(p),
             }
         )
     if args.format == "json":
@@ -1184,6 +1259,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"{r['id']:<24} {r['state']:<28} {'+'.join(r['titles']):<44} "
                 f"services {len(r['services'])}, credentials {r['credentials_valid']}/{r['credentials']} valid"
+                + (f", contractor {r['contractor']}" if r["contractor"] else "")
             )
     for w in reg.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -1497,6 +1573,12 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g.add_argument("--office", help="提供を受ける事務所の所在地")
     g.add_argument("--start", type=_date, help="提供を開始する日 (YYYY-MM-DD, Japan date)")
     g.add_argument("--notified", type=_date, help="the day the notification was received")
+    g.add_argument(
+        "--filed-by",
+        metavar="ID",
+        help="the party's contractor (its --delegated-to) filed this notification in its "
+        "place (Ord §29(3), §60(1)); '' clears",
+    )
     g = p.add_argument_group("titles")
     g.add_argument(
         "--title",
@@ -1512,6 +1594,23 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         type=_date,
         help="categories 5, 6: last day of the certification (Act §17(2))",
     )
+    g.add_argument(
+        "--delegated-to",
+        metavar="ID",
+        help="signature-verifier, user-verifier of category 6: the certified contractor "
+        "(電子署名等確認業務受託者) the party entrusts its whole verification work to, named on "
+        "both titles; the party is deemed certified while the contractor is (its own "
+        "--certified-until removed), its contractor's suspensions stop it, and without an "
+        "agreement of its own it is served under the contractor's, sharing its quotas "
+        "(Ord §29, §60)",
+    )
+    if update:
+        g.add_argument(
+            "--no-delegation",
+            action="store_true",
+            help="end the delegation (Ord §29): the titles name no contractor and the "
+            "notification no filer; give --certified-until, and an agreement if it had none",
+        )
     g.add_argument(
         "--group-kind",
         type=int,
@@ -1576,6 +1675,13 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g.add_argument("--liability", help="損害賠償に関する事項 (Ord §31(3))")
     g.add_argument("--member-answer", help="group: how it answers its members (Ord §33(4))")
     g.add_argument("--concluded", type=_date, help="day the agreement was concluded")
+    if update:
+        g.add_argument(
+            "--drop-agreement",
+            action="store_true",
+            help="remove the party's own agreement: a principal (--delegated-to) is then served "
+            "under its contractor's, deemed its own (Ord §29(4), §60(2))",
+        )
     g = p.add_argument_group("credentials")
     g.add_argument(
         "--new-token",
@@ -1609,7 +1715,8 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         )
         g.add_argument("--at", type=_instant, help="when --expire-credential takes effect")
     else:
-        p.set_defaults(remove_credential=None, expire_credential=None, at=None)
+        p.set_defaults(remove_credential=None, expire_credential=None, at=None,
+                       no_delegation=False, drop_agreement=False)  # fmt: skip
 
 
 def _guarded(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections.abc import Mapping
 from datetime import date, datetime
 from datetime import time as dtime
+from typing import Final
 
 import msgspec
 
@@ -76,6 +78,24 @@ class Grant(msgspec.Struct, frozen=True):
     """The lapse of the Act §17(1)(5),(6) certification (Act §17(2)), if any."""
 
 
+def revocation_families(grants: Mapping[Service, Grant]) -> frozenset[Family]:
+    """The families ``grants`` let a party receive revocation information or CRL files about
+    (`Party.families`)."""
+    out: set[Family] = set()
+    for s in _REVOCATION:
+        if s in grants:
+            out |= grants[s].families
+    return frozenset(out)
+
+
+_REVOCATION: Final = (
+    Service.SIGN_REVOCATION_INFO,
+    Service.SIGN_CRL_FILE,
+    Service.AUTH_REVOCATION_INFO,
+    Service.AUTH_CRL_FILE,
+)
+
+
 class SuspensionWindow(msgspec.Struct, frozen=True):
     """Services stopped from ``since`` until ``until`` under ``article``."""
 
@@ -83,6 +103,9 @@ class SuspensionWindow(msgspec.Struct, frozen=True):
     since: float
     until: float
     article: str
+    via: str = ""
+    """The contractor (電子署名等確認業務受託者, Ord §29) whose suspension this is, when the
+    party inherits it (`responder.registry.delegation`); "" for the party's own."""
 
 
 class Approval(msgspec.Struct, frozen=True):
@@ -150,6 +173,22 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     crl_cycle_seconds: int = 0
     """At most one download of each CRL file (issuer generation, full or delta) per this many
     seconds (周期, Ord §31(2)); 0: no limit."""
+    contractor: str | None = None
+    """The 電子署名等確認業務受託者 its titles delegate its whole verification work to (Ord
+    §29(1)): its deemed certification lasts while the contractor's does, and what stops the
+    contractor stops it (`responder.registry.delegation`). None: it does its own work."""
+    agreement_holder: str | None = None
+    """The party whose agreement (取決め) counts for this one when it has none of its own:
+    its contractor's, deemed its own (Ord §29(4), §60(2)); its grants, quotas and cycle are
+    that agreement's, and its requests count against that agreement's quotas (`quota_id`).
+    None: its own agreement."""
+
+    @property
+    def quota_id(self) -> str:
+        """The id whose counters its agreed quotas are counted under (`responder.limits`): its
+        own, or the holder of the agreement deemed its own (shared with the contractor and
+        every other party it counts for)."""
+        return self.agreement_holder or self.id
 
     def may_receive(self, family: Family, now: float | None = None) -> bool:
         """True if it may now receive revocation information or a CRL file about ``family``."""

@@ -68,6 +68,10 @@ class Notification(_Table, frozen=True, kw_only=True):
     """提供を開始する日 (Ord §30(3)): nothing is provided before this Japan day."""
     notified: date | None = None
     """The day the 機構 received the notification."""
+    filed_by: PartyId | None = None
+    """The party's contractor (電子署名等確認業務受託者), when it filed this notification in
+    the party's place (Ord §29(3) for the sign side, §60(1) for the auth side): the id its
+    titles' ``delegated_to`` names, nothing else."""
 
 
 class SignatureVerifierTitle(
@@ -79,7 +83,13 @@ class SignatureVerifierTitle(
     category: VerifierItem
     """The Act §17(1) item the party falls under (1 行政機関等 ... 6 主務大臣認定)."""
     certified_until: date | None = None
-    """Items 5 and 6: the last day of the current certification (認定, renewed, Act §17(2))."""
+    """Items 5 and 6: the last day of the current certification (認定, renewed, Act §17(2));
+    absent on a delegated title (``delegated_to``), whose certification is its contractor's."""
+    delegated_to: PartyId | None = None
+    """Category 6 only: the party entrusted its whole verification work (電子署名等確認業務) to
+    this registered contractor (電子署名等確認業務受託者), certified under Act §17(1) item 6,
+    and is deemed certified under that item while the contractor is (Ord §29(1));
+    `responder.registry.delegation` says what follows."""
 
 
 class GroupSignatureVerifierTitle(
@@ -120,6 +130,9 @@ class UserVerifierTitle(_Table, frozen=True, kw_only=True, tag_field="kind", tag
     TITLE: ClassVar[Title] = Title.USER_VERIFIER
     category: VerifierItem
     certified_until: date | None = None
+    delegated_to: PartyId | None = None
+    """As on a 署名検証者's title (`SignatureVerifierTitle.delegated_to`): the same contractor,
+    whose agreement, when it is a 利用者証明検証者 itself, is deemed this party's (Ord §60(2))."""
 
 
 class SpecifiedUserVerifierTitle(

@@ -1,0 +1,323 @@
+"""Delegation of the whole verification work to a certified contractor (Ord §29, §60): its checks and the party it makes.
+
+A body that entrusts the whole of its 電子署名等確認業務 (the confirmation work of Act §17(1)
+item 6, Ord §28(1)) to one body certified under that item (the 電子署名等確認業務受託者,
+"contractor") is deemed certified under item 6 itself (the 電子署名等確認業務委託者,
+"principal", Ord §29(1)). The contractor may file the principal's notification in its place
+(Ord §29(3) sign side, §60(1) auth side), and when the contractor is itself a 署名検証者
+(resp. 利用者証明検証者) its agreement with the 機構 is deemed the principal's (Ord §29(4),
+§60(2)). The registry says so on the principal's titles (``delegated_to``) and notification
+(``filed_by``); `principal` checks it against the contractor's entry and builds the `Party`
+the workers serve, so that every service path (OCSP, /v1, CRL files), which reads only that
+`Party`, sees the deemed agreement and the deemed certification without knowing of either.
+
+Decisions (tests/test_registry_delegation.py, test_policy_delegation.py,
+test_registrycli_delegation.py and test_delegation_app.py hold them):
+
+- One contractor, one level. Every 署名検証者 and 利用者証明検証者 title of a principal names
+  the same contractor (the *whole* work goes to *one* body, Ord §29(1)); the titles are of
+  category 6 (the item the principal is deemed certified under) and carry no
+  ``certified_until`` of their own. A principal holds no group or member title (a
+  団体署名検証者 notifies and agrees in its own name, Act §17(5),(6)). The contractor is a
+  registered party, not the principal, holds a 署名検証者 or 利用者証明検証者 title of category 6
+  with ``certified_until`` (its certification under item 6, which covers both kinds of
+  confirmation, Act §17(1)(6)), no group or member title, and delegates nothing itself.
+- ``filed_by``, when given, is the contractor: only it files in a principal's place.
+- The agreement that counts: the principal's own ``[party.agreement]`` when it has one (an
+  agreement it concluded itself), else the contractor's, deemed its own, for each delegated
+  title whose kind the contractor holds (Ord §29(4) for the 署名検証者 title, §60(2) for the
+  利用者証明検証者 one). A principal without an agreement whose contractor lacks the kind of
+  a delegated title is refused: it needs its own. The deemed agreement gives the principal
+  the contractor's grants for the services its own titles may receive (a principal that is
+  no 利用者証明検証者 gets no auth service, nor ``corresponding-serial``), never the
+  特定利用者証明検証者証明符号 (its agreement is of Act §38-3(3), which Ord §29(4) and §60(2)
+  do not deem).
+- Quotas under a deemed agreement are shared: the contractor's agreement sets them once for
+  the systems that make every request it makes, for itself and for each principal, so the
+  principal's requests and provisions count against the contractor's (`Party.quota_id`: one
+  set of counters in `responder.limits`). A contractor cannot multiply what the 機構 agreed to
+  provide by registering principals. The CRL cycle (周期) stays per recipient: each principal
+  receives its own copy of a file, which the ledger counts for it. A principal with its own
+  agreement has its own quotas.
+- The deemed certification lasts while the contractor's does: every grant of a delegated
+  side ends at the end of the contractor's ``certified_until`` (of its title of the same kind
+  when it holds one, else of its other category-6 title), and at the contractor's end of
+  provision (``ended``), whichever comes first, whether the principal is served under the
+  deemed agreement or its own (a contractor that left the registry is none the 機構 can vouch
+  for; the principal is re-registered, with another contractor or its own certification).
+  Refused then as ``ended`` under Ord §29(1).
+- A suspension of the contractor (提供の停止, Act §18(6), §37(4)) stops, for each principal
+  that delegated the title it concerns, the same services for the same time, under the
+  contractor's article: the contractor's systems do the principal's whole work, and the
+  機構's grounds to stop provision include its contractors' breaches (Act §18(6)(2), §37(4)(2)).
+  A carry-over to the contractor's other title (Act §18(6)(6), §37(4)(6)) reaches the
+  principal's same side only through the window it makes on the contractor. The 機構 can also
+  suspend a principal itself (`registry suspend`), as any party.
+- Requests for a principal are made by the contractor's systems with the principal's own
+  credentials (held by the contractor), so the principal is the one authenticated, decided
+  for and counted (帳簿, Act §40; 報告書, Act §41, Ord §71, §72) under its own id; the
+  contractor's own credentials act for the contractor only.
+- The principal's own notified start date governs when it is served; the Ord §28(1) criteria
+  it must meet (§29(1)) and the contractor's report to the minister (§29(2)) are not the
+  機構's records and are not kept here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import msgspec
+
+from responder.registry.party import (
+    Grant,
+    Party,
+    SuspensionWindow,
+    day_end,
+    revocation_families,
+)
+from responder.registry.schema import (
+    AnyEntry,
+    GroupSignatureVerifierTitle,
+    PartyEntry,
+    SignatureConfirmerTitle,
+    SignatureVerifierTitle,
+    UserVerifierTitle,
+)
+from responder.registry.vocabulary import (
+    AUTH_SIDE,
+    SERVICE_REQUIRES_ALL,
+    SIGN_SIDE,
+    TITLE_SERVICES,
+    Service,
+    Title,
+    title_services,
+)
+
+VerifierTitle = SignatureVerifierTitle | UserVerifierTitle
+
+Err = Callable[[str, str, str], None]
+"""How an error is reported: party id, field, message (`responder.registry.checks`)."""
+
+SIDE: Final[dict[Title, frozenset[Service]]] = {
+    Title.SIGNATURE_VERIFIER: SIGN_SIDE,
+    Title.USER_VERIFIER: AUTH_SIDE,
+}
+"""The services a delegated title's agreement, certification and suspensions concern."""
+
+DEEMING: Final[dict[Title, str]] = {
+    Title.SIGNATURE_VERIFIER: "Ord §29(4)",
+    Title.USER_VERIFIER: "Ord §60(2)",
+}
+"""The provision that deems the contractor's agreement the principal's, per title."""
+
+_JA: Final[dict[Title, str]] = {
+    Title.SIGNATURE_VERIFIER: "署名検証者 (signature-verifier)",
+    Title.USER_VERIFIER: "利用者証明検証者 (user-verifier)",
+}
+
+
+def contractor_of(entry: AnyEntry) -> str | None:
+    """The contractor a party's titles delegate to (the first one named), or None."""
+    if not isinstance(entry, PartyEntry):
+        return None
+    return next(
+        (t.delegated_to for t in entry.title if isinstance(t, VerifierTitle) and t.delegated_to),
+        None,
+    )
+
+
+def principal(
+    e: PartyEntry,
+    own: Party,
+    entries: Mapping[str, AnyEntry],
+    parties: Mapping[str, Party],
+    err: Err,
+    warn: Callable[[str], None] = lambda _: None,
+    now: float = -math.inf,
+) -> Party:
+    """The party ``e`` as the workers serve it: ``own`` (built from its entry alone) when it
+    delegates nothing, else with the deemed agreement, certification and suspensions of the
+    module docstring. Each problem is reported through ``err`` (the file is then refused);
+    ``warn`` says that a principal is refused at ``now`` because of its contractor (its
+    certification lapsed or its provision ended: time passed, which refuses no file)."""
+    n = e.notification
+    cid = contractor_of(e)
+    if cid is None:
+        if n is not None and n.filed_by is not None:
+            err(
+                e.id,
+                "notification.filed_by",
+                "only a contractor (電子署名等確認業務受託者) files in a party's place (Ord "
+                "§29(3), §60(1)), and this party delegates its work to none: set delegated_to "
+                "on its titles, or remove filed_by",
+            )
+        return own
+    ok = _titles(e, cid, err)
+    if n is not None and n.filed_by is not None and n.filed_by != cid:
+        ok = False
+        err(
+            e.id,
+            "notification.filed_by",
+            f"{n.filed_by!r} is not this party's contractor ({cid!r}): only the contractor "
+            "files the notification in its place (Ord §29(3), §60(1))",
+        )
+    contractor = _contractor(e, cid, entries, parties, err)
+    if contractor is None or not ok:
+        return own
+    c, certified = contractor
+    kinds = frozenset(t.TITLE for t in e.title if isinstance(t, VerifierTitle))
+    sides: frozenset[Service] = frozenset().union(*(SIDE[k] for k in kinds))
+    if e.agreement is None:
+        lacking = sorted((k for k in kinds if k not in c.titles), key=lambda k: k.value)
+        for k in lacking:
+            err(
+                e.id,
+                "agreement",
+                f"required: its contractor {cid!r} is not a {_JA[k]}, so no agreement of its "
+                f"is deemed this party's ({DEEMING[k]}); give the party its own [party.agreement]",
+            )
+        if lacking:
+            return own
+        allowed = title_services(own.titles) & sides
+        grants = {s: g for s, g in c.grants.items() if s in allowed}
+        served = msgspec.structs.replace(
+            own,
+            agreement_holder=c.id,
+            requests_per_second=c.requests_per_second,
+            requests_per_day=c.requests_per_day,
+            provisions_per_day=c.provisions_per_day,
+            crl_cycle_seconds=c.crl_cycle_seconds,
+        )
+    else:
+        grants, served = dict(own.grants), own
+    lapse = {k: _lapse(k, certified) for k in kinds}
+    for s, g in grants.items():
+        involved = {k for k in kinds if s in TITLE_SERVICES[k]} | (
+            SERVICE_REQUIRES_ALL.get(s, frozenset()) & kinds
+        )
+        if involved:
+            until = min(g.until, c.end, *(lapse[k] for k in involved))
+            grants[s] = Grant(g.families, g.methods, until)
+    if own.end > now >= min((g.until for g in grants.values()), default=math.inf):
+        warn(
+            f"party {e.id!r}: its contractor {c.id!r}'s certification has lapsed or its "
+            "provision has ended: what rests on it is refused (Ord §29(1)) until the contractor is "
+            "renewed or the delegation ends"
+        )
+    inherited = tuple(
+        SuspensionWindow(stopped, w.since, w.until, w.article, via=c.id)
+        for w in c.suspensions
+        if (stopped := w.services & sides)
+    )
+    return msgspec.structs.replace(
+        served,
+        grants=grants,
+        families=revocation_families(grants),
+        suspensions=own.suspensions + inherited,
+        contractor=c.id,
+    )
+
+
+def _titles(e: PartyEntry, cid: str, err: Err) -> bool:
+    """A principal's titles: every verifier title delegated to ``cid``, category 6, with no
+    certification of its own; no group or member title."""
+    ok = True
+    for i, t in enumerate(e.title):
+        fld = f"title[{i}]"
+        if isinstance(t, GroupSignatureVerifierTitle | SignatureConfirmerTitle):
+            ok = False
+            err(
+                e.id,
+                fld,
+                f"a party that delegates its verification work (Ord §29(1), delegated_to {cid!r}) "
+                "holds no group or member title: a 団体署名検証者 notifies and agrees in its own "
+                "name (Act §17(5),(6)); register the group as a party of its own",
+            )
+        elif isinstance(t, VerifierTitle):
+            if t.delegated_to != cid:
+                ok = False
+                err(
+                    e.id,
+                    f"{fld}.delegated_to",
+                    f"the whole 電子署名等確認業務 is entrusted to one contractor (Ord §29(1)): "
+                    f"name {cid!r} on this title too",
+                )
+            elif t.category != 6:
+                ok = False
+                err(
+                    e.id,
+                    f"{fld}.delegated_to",
+                    "only a party deemed certified under Act §17(1) item 6 delegates its work "
+                    f"(Ord §29(1)): this title is category {t.category}, not 6",
+                )
+            elif t.certified_until is not None:
+                ok = False
+                err(
+                    e.id,
+                    f"{fld}.certified_until",
+                    "a delegated title has no certification of its own: it is deemed certified "
+                    f"while its contractor {cid!r} is (Ord §29(1)); remove certified_until",
+                )
+    return ok
+
+
+def _contractor(
+    e: PartyEntry,
+    cid: str,
+    entries: Mapping[str, AnyEntry],
+    parties: Mapping[str, Party],
+    err: Err,
+) -> tuple[Party, dict[Title, float]] | None:
+    """The contractor's party and the end of its certification per title kind, or None
+    (reported) when ``cid`` cannot be a contractor."""
+    fld = "title.delegated_to"
+    if cid == e.id:
+        err(e.id, fld, "a party is not its own contractor (電子署名等確認業務受託者, Ord §29(1))")
+        return None
+    entry, party = entries.get(cid), parties.get(cid)
+    if not isinstance(entry, PartyEntry) or party is None:
+        err(e.id, fld, f"{cid!r} is not a registered party (in the current format)")
+        return None
+    ok = True
+    if party.titles & {Title.GROUP_SIGNATURE_VERIFIER, Title.SIGNATURE_CONFIRMER}:
+        ok = False
+        err(
+            e.id,
+            fld,
+            f"{cid!r} holds a group or member title: a contractor is a body certified under "
+            "Act §17(1) item 6 (Ord §29(1)), registered with its verifier titles only",
+        )
+    own_contractor = contractor_of(entry)
+    if own_contractor is not None:
+        ok = False
+        err(
+            e.id,
+            fld,
+            f"{cid!r} delegates its own work to {own_contractor!r}: a contractor does the work "
+            "itself (one level: Ord §29(1) entrusts it to a body certified in its own right)",
+        )
+    certified = {
+        t.TITLE: day_end(t.certified_until)
+        for t in entry.title
+        if isinstance(t, VerifierTitle) and t.category == 6 and t.certified_until is not None
+    }
+    if not certified and own_contractor is None:
+        ok = False
+        err(
+            e.id,
+            fld,
+            f"{cid!r} is not certified under Act §17(1) item 6 (no signature-verifier or "
+            "user-verifier title of category 6 with certified_until): Ord §29(1) deems a "
+            "party certified only through such a contractor",
+        )
+    return (party, certified) if ok else None
+
+
+def _lapse(kind: Title, certified: Mapping[Title, float]) -> float:
+    """When the contractor's certification a delegated title of ``kind`` rests on ends: that of
+    its title of the same kind, else of its other one (one certification, Act §17(1)(6))."""
+    if kind in certified:
+        return certified[kind]
+    return min(certified.values(), default=-math.inf)
