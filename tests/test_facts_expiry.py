@@ -280,3 +280,13 @@ def test_an_idle_follow_loop_erases_the_facts_when_the_certificate_expires(
     ]
     assert [(e["event"], e["facts_erased"]) for e in events] == [("retention", 1)]
     assert events[0]["due"] == int(end.timestamp()) + 1
+
+
+def test_the_scans_partial_decoding_of_a_status_record_agrees_with_the_whole() -> None:
+    for st in (
+        sf.StatusRecord(7, sf.STATE_REVOKED, 1, 1, 1, 100, 2_000_000_000, 5, b"h" * 32),
+        sf.StatusRecord(1, sf.STATE_GOOD, 0, 0, 3, -5, -1, 0, bytes(32)),
+    ):
+        assert sf.status_state_and_end(st.pack()) == (st.state, st.not_after)
+    with pytest.raises(sf.StoreCorrupt):
+        sf.status_state_and_end(bytes(10))

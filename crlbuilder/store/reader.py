@@ -554,8 +554,8 @@ class LmdbReader(ReaderRules):
             if raw is None:
                 yield bytes(key), None, 0
             else:
-                st = sf.unpack_status(raw)
-                yield bytes(key), st.state, st.not_after
+                state, not_after = sf.status_state_and_end(raw)
+                yield bytes(key), state, not_after
 
     # --- the builder's retention agenda (`crlbuilder.retention`) ---------------------
 
