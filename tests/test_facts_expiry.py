@@ -95,6 +95,9 @@ def test_facts_of_a_certificate_nobody_revokes_go_the_second_after_its_notafter(
     assert facts is not None and FactsCipher(KEY).open(key, facts).sex is Sex.MALE
     with world.store.read() as r:
         assert (r.generation(), list(r.changes(changes_start(0)))) == before
+        # and no lateness bound (`crlbuilder.lateness`): no record is judged by the facts, so a
+        # record read after their erasure is applied as before (no rules change)
+        assert r.erased_state() is None
 
 
 def test_a_renewed_holder_keeps_the_new_certificates_facts(world: World) -> None:
