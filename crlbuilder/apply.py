@@ -109,6 +109,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from crlbuilder import (
+    factskept,
     keptfor,
     lapsed,
     lateness,
@@ -244,6 +245,8 @@ class Summary:
     """Kept changes and lapses of holders (``taken``) erased once no rule needs them (`crlbuilder.keptfor`)."""
     move_ins_erased: int = 0
     """Kept move-in notices of holders (``moveins``) erased once no rule needs them (`crlbuilder.keptfor`)."""
+    facts_erased: int = 0
+    """Sealed four facts of certificates that lost effect, erased (`crlbuilder.factskept`)."""
     late: int = 0
     """Of ``quarantined``, records read too late to be judged: made before what an erasure past
     retention may have erased (`crlbuilder.lateness`)."""
@@ -264,6 +267,7 @@ class Summary:
             "lapsed_notices_erased": self.notices_erased,
             "taken_erased": self.taken_erased,
             "move_ins_erased": self.move_ins_erased,
+            "facts_erased": self.facts_erased,
             "refused_late": self.late,
         }
 
@@ -617,7 +621,10 @@ class Applier:
         agenda, and counted apart (`Summary.notices_erased`; the returned count is of records).
         So are the holders' kept changes, lapses (``taken``) and move-ins (``moveins``) past the
         rule of `crlbuilder.keptfor` (`Summary.taken_erased`, `Summary.move_ins_erased`), a lapse
-        the notices' erasure keeps too.
+        the notices' erasure keeps too. And the sealed four facts of the certificates that lost
+        effect by ``now``, above all those whose validity elapsed with nobody revoking them
+        (`crlbuilder.factskept`, `Summary.facts_erased`): builder state, they move no commit and
+        write no lateness bound, since nothing is judged or answered by them.
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -640,6 +647,8 @@ class Applier:
             kept: set[bytes] = set()
             """The holders some of whose kept changes, lapses or move-ins may be due
             (`crlbuilder.keptfor`)."""
+            facts: list[bytes] = []
+            """The status keys whose sealed four facts are erased (`crlbuilder.factskept`)."""
             state = c.retention_state() if agenda else None
             if not agenda or retention_agenda.stale(
                 state, now, c.revoked_written_from(), shortest, periods, c.kept_written_from()
@@ -675,6 +684,12 @@ class Applier:
                         kept.add(holder)
                     elif at < made.horizon:
                         later.append((at, holder))
+                for key, sealed_state, not_after in c.sealed_ends():
+                    at = factskept.erasable_at(sealed_state, not_after)
+                    if at <= now:
+                        facts.append(key)
+                    elif at < made.horizon:
+                        later.append((at, key))  # a status key: checked for both when taken
                 horizon = made.horizon
                 if agenda:
                     c.rebuild_retention(made, later)
@@ -693,9 +708,14 @@ class Applier:
                             notices.append(k)
                         elif at is not None and state is not None and at < state.horizon:
                             c.put_retention(at, k)
-                    elif (at := due_at(k)) is not None and at <= now:
-                        due.append(k)
+                    else:
+                        if (at := due_at(k)) is not None and at <= now:
+                            due.append(k)
+                        # a status key stands for its CRL entry, its sealed facts, or both
+                        if (at := _facts_erasable_at(c, k)) is not None and at <= now:
+                            facts.append(k)
             due.sort()  # key order, from the agenda as from the scan
+            facts.sort()
             notices.sort()
             bases: dict[int, sf.CrlState] = {}
             for key in due:
@@ -709,6 +729,10 @@ class Applier:
                     if listed_since_base(entry, due_at(key), bases[index], now, crls):
                         c.keep_erased(key, now)
                 c.erase(key, st, keep_time=keep_time)
+            # the facts of certificates that lost effect: nothing reads them, nothing decides by
+            # them, so they write no lateness bound below either (one an erased CRL entry took
+            # with it is not counted twice)
+            facts_erased = sum(c.drop_facts(key) for key in facts)
             b = _Batch(c)
             for holder in notices:
                 lapsed_notice = c.pending(holder)
@@ -747,6 +771,7 @@ class Applier:
         self.summary.notices_erased += len(notices)
         self.summary.taken_erased += taken_erased
         self.summary.move_ins_erased += move_ins_erased
+        self.summary.facts_erased += facts_erased
         return len(due)
 
     # --- per record ---------------------------------------------------------
@@ -1697,6 +1722,17 @@ def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken, *, watermark: b
     if now != kept:
         due_from = keptfor.taken_due_from(entry) if watermark else None
         b.c.put_taken(holder, now, due_from=due_from)  # the agenda sees it (`crlbuilder.keptfor`)
+
+
+def _facts_erasable_at(c: Commit, key: bytes) -> int | None:
+    """When the sealed four facts under ``key`` are erased (`crlbuilder.factskept`), checked
+    against the store now; None when it keeps none."""
+    if c.sealed_facts(key) is None:
+        return None
+    st = c.status(key)
+    return factskept.erasable_at(
+        None if st is None else st.state, 0 if st is None else st.not_after
+    )
 
 
 def _notice_erasable_at(

@@ -40,6 +40,15 @@ holder key taken off the agenda has its notice and its
 entries checked again, once however many instants it was listed at (the next instant of those
 left is listed again). An agenda made before
 them (another `KEPT` in its digest) is stale.
+
+So do the sealed four facts of sign certificates (``holders``, `crlbuilder.factskept`): the scan
+reads every sealed entry's status and lists, under its status key, the facts whose certificate
+expires before the horizon (at the second after its notAfter); facts sealed since the scan are
+listed by the commit that seals them when they fall due before the horizon
+(`store.writer.Commit.add_certificate`), so they lower no watermark. A status key taken off the
+agenda is checked for both what it may stand for (its CRL entry, its facts). An agenda made
+before them (another `FACTS` in its digest) is stale: the scan that replaces it erases the facts
+of every certificate that expired before it.
 """
 
 from __future__ import annotations
@@ -63,6 +72,12 @@ KEPT: Final = "kept-1"
 """Names what else a scan lists: the holders' kept changes, lapses and move-ins
 (`crlbuilder.keptfor`); part of `periods_digest`, as `NOTICES`."""
 
+FACTS: Final = "facts-1"
+"""Names what else a scan lists: the sealed four facts of certificates that lose effect by the
+end of their validity (`crlbuilder.factskept`); part of `periods_digest`, as `NOTICES`: an
+agenda made without them is made again, and that scan erases the facts of every certificate
+that expired before it."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -74,7 +89,7 @@ def shortest_period(retention: Periods) -> int:
 
 def periods_digest(retention: Periods) -> str:
     """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
-    what it listed (`NOTICES`, `KEPT`): another configuration, counting or listing makes its
+    what it listed (`NOTICES`, `KEPT`, `FACTS`): another configuration, counting or listing makes its
     agenda stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
@@ -82,7 +97,7 @@ def periods_digest(retention: Periods) -> str:
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{NOTICES}:{KEPT}:{periods}"
+    table = f"{RULE}:{NOTICES}:{KEPT}:{FACTS}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 

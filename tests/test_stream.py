@@ -689,6 +689,71 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_facts_of_a_certificate_that_expires_go_at_the_signers_tick_on_every_node(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A sign certificate nobody revokes: its sealed four facts go at the second after its
+    notAfter (`crlbuilder.factskept`), at a tick the signer publishes then (the agenda's first
+    entry), not at its next periodic tick (an hour here); a node reading the same stream later
+    erases them at the same tick, and both hold the same bytes (``holders`` included). The clocks
+    are the real one shifted to just before that second."""
+    pki, manifest = demo_pki
+    a, b = (node_config(tmp_path / n, pki, cluster.source, "factstick") for n in ("s", "o"))
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    issuer = next(i for i in manifest.issuers if i.id.startswith("sign-card"))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
+    end = start + timedelta(days=10)  # notAfter: the facts are due a second later
+    facts = {"name": "試験 四郎", "sex": "1", "birth_date": "319850505", "address": "京都府1-1"}
+    recs = [
+        {"type": "issuance", "id": f"i{n}", "recorded_at": start.isoformat(), "serial": serial,
+         "family": "sign-card", "issuer": issuer.id, "not_before": start.isoformat(),
+         "not_after": na.isoformat(), "facts": facts,
+         "holder": hashlib.sha256(f"facts-tick-{n}".encode()).hexdigest()}
+        for n, (serial, na) in enumerate([(4646, end), (4647, end + timedelta(days=900))])
+    ]  # fmt: skip
+    records = tmp_path / "facts.jsonl"
+    records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
+    offset = [end - timedelta(seconds=30) - datetime.now(UTC)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    expired, kept = (sf.status_key(issuer.index, s) for s in (4646, 4647))
+
+    def sealed(node: Builder) -> tuple[bool, bool]:
+        with node.store.read() as r:
+            return r.sealed_facts(expired) is not None, r.sealed_facts(kept) is not None
+
+    assert publish_files(a, cluster, [records]) == 2
+    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
+    with follower(a, cluster, Shifted) as (builder, consumer):
+        builder.clock = clock
+        consumer.shift = offset[0]
+        consumer.tick(clock())  # a periodic tick 30 s before: the agenda lists the facts
+        builder.consume(consumer, tail_wait=0.5)
+        assert sealed(builder) == (True, True)
+        offset[0] = end - timedelta(seconds=2) - datetime.now(UTC)
+        consumer.shift, consumer.ticks = offset[0], []
+        watchdog.start()
+        try:
+            builder.consume(consumer, follow=True, max_idle=6.0, tail_wait=0.5, interval=0.1,
+                            tick_every=3600.0)  # fmt: skip
+        finally:
+            watchdog.cancel()
+        ticks, left = consumer.ticks, sealed(builder)
+    assert left == (False, True), "not erased when the certificate expired: no tick then"
+    due = end + timedelta(seconds=1)
+    assert ticks and due <= ticks[0] < due + timedelta(seconds=2), ticks
+    with follower(b, cluster, Shifted) as (other, consumer):
+        other.clock = clock
+        consumer.shift = offset[0]
+        other.consume(consumer, tail_wait=0.5)
+        assert sealed(other) == (False, True)
+    assert dump(a) == dump(b)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:

@@ -425,3 +425,23 @@ def test_a_certificate_is_in_effect_through_its_notafters_second(api: Api) -> No
     _ends_at(api, e1, T - 1)
     resp, got = api.record_info(ref(SC, 0xE1))
     assert resp.status == 200 and got["result"] == "none-exists", got
+
+
+def test_act_18_3_an_expired_certificates_facts_are_never_given_even_while_still_stored(
+    api: Api,
+) -> None:
+    """The builder erases an expired certificate's facts at its first erasure past notAfter
+    (`crlbuilder.factskept`), a tick later at most; until then they are still in the store.
+    Record-info gives the facts of the holder's certificate **in effect** only (§18(3): one that
+    has not lost effect, §15(1)(5) by its validity too), so those facts are never given: D's
+    current certificate D2 ends one second before now, its facts still sealed beside it, and
+    the answer is none-exists, nothing opened, nothing counted."""
+    d2 = sf.status_key(SC, 0xD2)
+    assert api.reader.sealed_facts(d2) is not None
+    _ends_at(api, d2, T - 1)
+    resp, got = api.record_info(ref(SC, 0xD1))
+    assert resp.status == 200 and got["result"] == "none-exists" and got.get("record") is None
+    assert api.ledger.counted == []
+    # and the expired certificate asked about directly: none other is in effect either
+    resp, got = api.record_info(ref(SC, 0xD2))
+    assert resp.status == 200 and got["result"] == "none-exists", got

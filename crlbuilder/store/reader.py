@@ -557,6 +557,21 @@ class LmdbReader(ReaderRules):
         for key, value in self._range(sf.DB_REVOKED, None):
             yield key, sf.revoked_recorded_at(value)
 
+    def sealed_ends(self) -> Iterator[tuple[bytes, int | None, int]]:
+        """(status key, state or None when it has no status record, notAfter) of every
+        certificate whose sealed four facts the store keeps (`DB_HOLDERS`): the retention scan's
+        pass over them (`crlbuilder.factskept`), the sealed bytes never read."""
+        status = self._status_db
+        get = self._txn.get
+        cur = self._txn.cursor(db=self._dbs[sf.DB_HOLDERS])
+        for key in cur.iternext(keys=True, values=False):
+            raw = get(key, db=status)
+            if raw is None:
+                yield bytes(key), None, 0
+            else:
+                state, not_after = sf.status_state_and_end(raw)
+                yield bytes(key), state, not_after
+
     # --- the builder's retention agenda (`crlbuilder.retention`) ---------------------
 
     def retention_state(self) -> sf.RetentionState | None:

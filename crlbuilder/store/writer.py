@@ -54,6 +54,8 @@ from crlbuilder.store.reader import LmdbReader, StoredAnswer
 Clock = Callable[[], datetime]
 """The caller's clock: dates the commit (`META_COMMITTED_AT`)."""
 
+_NO_AGENDA: Final = -(1 << 63)
+"""`Commit._list_facts`'s horizon of a store with no retention agenda yet: nothing is before it."""
 _NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
 """The holder of an imported CRL entry: the 機構's CRL names none."""
 
@@ -71,6 +73,7 @@ class Commit(LmdbReader):
         "_changes_db",
         "_clock",
         "_env",
+        "_facts_horizon",
         "_holders_db",
         "_kept_from",
         "_links_cur",
@@ -122,6 +125,8 @@ class Commit(LmdbReader):
         self._kept_from: int | None = None
         """The earliest instant an entry this commit keeps in ``taken`` or ``moveins`` can fall
         due (`crlbuilder.keptfor`): lowers `META_KEPT_FROM` when it commits."""
+        self._facts_horizon: int | None = None
+        """The retention agenda's horizon, read by the first `_list_facts` of this commit."""
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
@@ -226,15 +231,34 @@ class Commit(LmdbReader):
         self, key: bytes, st: sf.StatusRecord, family: Family, sealed_facts: bytes | None
     ) -> sf.StatusRecord:
         """An issued certificate: its status record (this commit's version), its link under
-        its holder and family, and the sealed four facts of a sign certificate."""
+        its holder and family, and the sealed four facts of a sign certificate; those are listed
+        on the retention agenda when they fall due before its horizon (`_list_facts`)."""
         new = st if st.version == self.seq else st._replace(version=self.seq)
         put = self._txn.put
         put(key, new.pack(), db=self._status_db)
         put(sf.link_key(st.holder, family), key, db=self._links_db)
         if sealed_facts is not None:
             put(key, sealed_facts, db=self._holders_db)
+            self._list_facts(key, st.not_after + 1)
         self.wrote = self.changed = True
         return new
+
+    def _list_facts(self, key: bytes, due: int) -> None:
+        """Facts sealed by this commit that fall due at ``due`` (the second after notAfter,
+        `crlbuilder.factskept.erasable_at`): listed on the retention agenda under their status
+        key when that is before the agenda's horizon (a certificate whose record is read late;
+        a usual one ends years later), so that the agenda stays complete without a scan. No
+        agenda yet: its first scan finds them. The horizon is read once per commit."""
+        if self._facts_horizon is None:
+            state = self.retention_state()
+            self._facts_horizon = state.horizon if state is not None else _NO_AGENDA
+        if due < self._facts_horizon:
+            self.put_retention(due, key)
+
+    def drop_facts(self, key: bytes) -> bool:
+        """Delete the sealed four facts of a certificate that lost effect (`crlbuilder.factskept`):
+        builder state, it moves no commit (nothing answers from them any more)."""
+        return self._delete(sf.DB_HOLDERS, key, change=False)
 
     def new_version(self, key: bytes, st: sf.StatusRecord) -> None:
         """Give ``st`` this commit's version, nothing else: every answer cached or stored
@@ -394,7 +418,8 @@ class Commit(LmdbReader):
         db = self._dbs[sf.DB_RETENTION]
         self._txn.drop(db, delete=False)
         if later:
-            items = sorted((sf.retention_key(due, key), b"") for due, key in later)
+            # a set: a status key may be listed for its CRL entry and its facts alike
+            items = sorted({(sf.retention_key(due, key), b"") for due, key in later})
             self._txn.cursor(db=db).putmulti(items, append=True)
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
