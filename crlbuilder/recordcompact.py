@@ -112,21 +112,39 @@ def purge_through(info: SnapshotInfo, *, feed: bytes, first: int, last: int, tai
 
 
 def tail_start(
-    first: int, last: int, stored_at: Callable[[int], tuple[int, datetime]], keep: timedelta
+    first: int,
+    last: int,
+    stored_at: Callable[[int], tuple[int, datetime] | None],
+    keep: timedelta,
 ) -> int:
     """The first sequence of the tail to keep: the first message stored at most ``keep``
-    before the last one (``last`` + 1 when ``keep`` is zero). ``stored_at(seq)`` gives the
-    first message at or after ``seq`` (one deleted alone inside the stream is passed) and its
-    time as JetStream stored it; a binary search, times taken as rising with the sequence."""
-    if last < first:
+    before the last one held (``last`` + 1 when ``keep`` is zero or none is held).
+    ``stored_at(seq)`` gives the first message at or after ``seq`` (one deleted alone inside
+    the stream is passed) and its time as JetStream stored it, None when there is none (the
+    stream's last messages deleted alone: nats-server 2.9 then finds no last message of the
+    subject either); binary searches, times taken as rising with the sequence."""
+    if last < first or keep <= timedelta(0):
         return last + 1
-    if keep <= timedelta(0):
-        return last + 1
-    since = stored_at(last)[1] - keep
-    lo, hi = first, last  # the answer is in lo..hi: the last message is in the tail
+    end = stored_at(last)
+    if end is None:
+        lo, hi = first, last  # a message at or after lo, none at or after hi
+        if stored_at(lo) is None:
+            return last + 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if stored_at(mid) is None:
+                hi = mid
+            else:
+                lo = mid
+        end = stored_at(lo)
+        assert end is not None
+    since = end[1] - keep
+    lo, hi = first, end[0]  # the answer is in lo..hi: the last message held is in the tail
     while lo < hi:
         mid = (lo + hi) // 2
-        seq, at = stored_at(mid)
+        found = stored_at(mid)
+        assert found is not None  # the last held message is at or after it
+        seq, at = found
         if at >= since:
             hi = mid
         else:
@@ -171,8 +189,11 @@ def compact(
         s = (await cluster.js.stream_info(names.name)).state
         return int(s.first_seq), int(s.last_seq)
 
-    async def at(seq: int) -> tuple[int, datetime]:
-        m = await cluster.js.get_msg(names.name, seq=seq, subject=names.subject, next=True)
+    async def at(seq: int) -> tuple[int, datetime] | None:
+        try:
+            m = await cluster.js.get_msg(names.name, seq=seq, subject=names.subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
         if m.seq is None or m.time is None:
             raise ClusterError(f"stream {names.name}: message {seq} has no sequence or time")
         return int(m.seq), m.time

@@ -22,6 +22,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.recordcompact import CompactionRefused, purge_through, tail_start
 from crlbuilder.snapshot import SnapshotInfo
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from tests.support.nats import NatsCluster
 from tests.test_stream import (
     consume,
@@ -79,10 +80,10 @@ def test_the_tail_is_the_messages_of_the_last_days_before_the_last_one() -> None
     times = {s: t0 + timedelta(hours=s) for s in range(1, 101) if s not in (70, 71, 72)}
     asked: list[int] = []
 
-    def at(seq: int) -> tuple[int, datetime]:  # the next message at or after seq
+    def at(seq: int) -> tuple[int, datetime] | None:  # the next message at or after seq
         asked.append(seq)
-        found = min(s for s in times if s >= seq)
-        return found, times[found]
+        found = min((s for s in times if s >= seq), default=None)
+        return None if found is None else (found, times[found])
 
     assert tail_start(1, 100, at, timedelta(hours=10)) == 90  # 90..100 within 10 h of 100
     assert len(asked) <= 9  # a binary search, not a walk
@@ -91,6 +92,14 @@ def test_the_tail_is_the_messages_of_the_last_days_before_the_last_one() -> None
     assert tail_start(1, 100, at, timedelta(0)) == 101  # no tail
     assert tail_start(1, 100, at, timedelta(days=30)) == 1  # everything is the tail
     assert tail_start(101, 100, at, timedelta(days=1)) == 101  # nothing held
+    for s in (97, 98, 99, 100):  # the last ones deleted alone: measured from 96, the last held
+        del times[s]
+    asked.clear()
+    assert tail_start(1, 100, at, timedelta(hours=10)) == 86
+    assert len(asked) <= 18
+    assert tail_start(1, 100, at, timedelta(0)) == 101
+    times.clear()
+    assert tail_start(1, 100, at, timedelta(days=1)) == 101  # every one deleted
 
 
 # ---------------------------------------------------------------------------
@@ -205,10 +214,8 @@ def test_compaction_purges_through_the_snapshot_and_nodes_end_where_the_others_a
     assert stale.returncode == 2 and "not put" in stale.stderr, stale.stderr
     s = Store.open(Path(lag.store.path), readonly=False)  # even before its builder said so
     try:
-        from crlbuilder.store.writer import Commit
-
-        with Commit(s) as c:
-            c.put_stream_refused("")
+        with Commit(s) as w:
+            w.put_stream_refused("")
     finally:
         s.close()
     stale = _put(lag, cluster, "SNAP_COMPACT")
@@ -294,3 +301,29 @@ def test_a_snapshot_replaced_while_it_is_verified_purges_nothing(
         )
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_whose_last_message_was_deleted_alone_is_still_compacted(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The runbook deletes a refused message alone (JpkiVaStreamRefused): when it was the
+    stream's last, the tail was measured from a message JetStream no longer holds (nor finds
+    as the subject's last, nats-server 2.9), and every compaction with a tail failed (exit 1)
+    until another message came. The tail is measured from the last message held."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_rmm")
+    n = publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:2])
+    assert consume(a, cluster) == n
+    assert _put(a, cluster, "SNAP_COMPACT_RMM").returncode == 0
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.delete_msg(names(a).name, n))
+        assert int(c.run(c.js.stream_info(names(a).name)).state.last_seq) == n
+    finally:
+        c.close()
+    kept = _compact(a, "SNAP_COMPACT_RMM", keep_days="1")
+    assert kept.returncode == 0, kept.stderr
+    assert msgspec.json.decode(kept.stdout)["purged_through"] == 0 and _first(a, cluster) == 1
+    out = _compact(a, "SNAP_COMPACT_RMM", keep_days="0")
+    assert out.returncode == 0 and msgspec.json.decode(out.stdout)["purged_through"] == n
