@@ -193,6 +193,7 @@ def test_compaction_purges_through_the_snapshot_and_nodes_end_where_the_others_a
     done = msgspec.json.decode(out.stdout)
     assert done["snapshot_seq"] == n1 and done["purged_through"] == n1
     assert _first(a, cluster) == n1 + 1 and done["first"] == n1 + 1 and done["last"] == n2
+    assert consume(a, cluster) == n2 and refused(a) == ""  # a node past the purge goes on
     again = _compact(a, "SNAP_COMPACT")  # nothing more to purge: 0, not an error
     assert again.returncode == 0 and msgspec.json.decode(again.stdout)["purged_through"] == 0
 
