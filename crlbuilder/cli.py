@@ -7,6 +7,7 @@
     crlbuilder publish --source nats://... FILE...  record files -> the record stream
     crlbuilder snapshot put|get --source nats://... --store DIR   store snapshots
     crlbuilder stream adopt --source nats://... --store DIR   keep a store across a stream made again
+    crlbuilder stream compact --source nats://...  purge the record stream behind the latest snapshot
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder group init|pull ...         a group appliance (団体署名検証者): set up, CRL feed
     crlbuilder status --store DIR ...      what the store says of one serial
@@ -17,7 +18,8 @@
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration; and a command's own: `build` 3 the record stream refused
 (`EXIT_STREAM_REFUSED`), 5 a token refused the PIN (`EXIT_PIN_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
-4 no snapshot in the bucket (`EXIT_NO_SNAPSHOT`).
+4 no snapshot in the bucket (`EXIT_NO_SNAPSHOT`); `stream compact` 3 refused, nothing purged
+(`EXIT_COMPACTION_REFUSED`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ if TYPE_CHECKING:
 EPILOG: Final = (
     "Exit codes: 0 done, 1 the work failed (the message says why), 2 bad usage or "
     "configuration; build 3 the record stream refused, 5 a signing token refused the PIN "
-    "(the units restart neither); snapshot get has its own (see its --help). Every "
+    "(the units restart neither); snapshot get and stream compact have their own (see their --help). Every "
     "COMMAND has its own --help. The configuration: config/builder.toml (every field, "
     "commented); operating it: README.md and docs/operations.md."
 )
@@ -414,7 +416,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
-    from crlbuilder.stream import current_feed_id
+    from crlbuilder.stream import current_feed_id, feed_and_first
 
     what = f"crlbuilder snapshot {args.snapshot_command}"
     loaded = _config_with_servers(args, what)
@@ -444,7 +446,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         if args.snapshot_command == "put":
             store = Store.open(cfg.store.path, readonly=True)
             try:
-                info = snapshot.put(cluster, bucket, store)
+                stream = feed_and_first(cluster, cfg.stream.name)  # None: no stream yet
+                info = snapshot.put(cluster, bucket, store, stream=stream)
             finally:
                 store.close()
         else:
@@ -720,6 +723,75 @@ def _adopt_tokens(cfg: BuilderConfig, store: Store) -> TokenSide | None:
     return dataclasses.replace(side, certificates=certs, sign=sign)
 
 
+EXIT_COMPACTION_REFUSED: Final = 3
+"""``stream compact``'s exit status when the latest snapshot cannot be relied on
+(`recordcompact.CompactionRefused`: none, not complete or verified, replaced while verified,
+of another instance of the record stream, of a newer release, or behind the stream's first
+message): nothing purged; running it again says it again until a good snapshot is put."""
+
+DEFAULT_KEEP_DAYS: Final = 7.0
+"""``stream compact --keep-days``'s default: a week of messages stays behind the snapshot,
+so a node stopped that long resumes from its own store."""
+
+_COMPACT_STATUSES: Final = (
+    "Exit status: 0 purged, or nothing to purge; 1 no NATS server answering, JetStream "
+    "failing, or the snapshot's read failed (nothing purged); 2 a refused command line, "
+    f"configuration or credential; {EXIT_COMPACTION_REFUSED} refused, nothing purged: no "
+    "snapshot in the bucket, one that is not complete and verified or was replaced while "
+    "verified, one of another instance of the record stream or of a newer release, or the "
+    "stream already purged past it (put a snapshot from a caught-up node, then compact again)."
+)
+
+
+def _days(text: str) -> float:
+    """A non-negative, finite number of days (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(value) or not 0 <= value <= 36_500:
+        raise argparse.ArgumentTypeError(f"{text!r}: days are a number from 0 to 36500")
+    return value
+
+
+def _stream_compact(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from crlbuilder import recordcompact, snapshot
+    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.stream import StreamNames
+
+    what = "crlbuilder stream compact"
+    loaded = _config_with_servers(args, what)
+    if loaded is None:
+        return 2
+    cfg, servers = loaded
+    try:
+        cluster = Cluster(servers, auth=cfg.stream.nats_auth())
+    except CredentialError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 2
+    except ClusterError as e:
+        print(f"{what}: error: {e}; nothing purged", file=sys.stderr)
+        return 1
+    names = StreamNames(cfg.stream.name, cfg.stream.subject)
+    bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
+    try:
+        done = recordcompact.compact(cluster, names, bucket, keep=timedelta(days=args.keep_days))
+    except recordcompact.CompactionRefused as e:
+        print(f"{what}: error: {e}; nothing purged", file=sys.stderr)
+        return EXIT_COMPACTION_REFUSED
+    except ClusterError as e:
+        print(f"{what}: error: {e}; nothing purged", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+    out = {"event": "stream-compact", "stream": names.name, "bucket": bucket.name,
+           "keep_days": args.keep_days, **dataclasses.asdict(done)}  # fmt: skip
+    print(msgspec.json.encode(out).decode())
+    return 0
+
+
 def _stream_adopt(args: argparse.Namespace) -> int:
     from crlbuilder import streamadopt
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
@@ -967,7 +1039,7 @@ def parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser(
         "stream",
-        help="the record stream's maintenance: adopt a stream made again, keeping the store",
+        help="the record stream's maintenance: adopt a stream made again, keeping the store; compact it behind the latest snapshot",
     )
     sms = sm.add_subparsers(dest="stream_command", required=True, metavar="ACTION")
     ad = sms.add_parser(
@@ -1021,6 +1093,28 @@ NATS unreachable: exit 1.""",
         "dated, at the republishing instant",
     )
     ad.set_defaults(func=_stream_adopt)
+    cc = sms.add_parser(
+        "compact",
+        help="purge the record stream through the latest store snapshot, less a tail",
+        description="Purge the record stream's messages (records with their sealed four "
+        "facts, ticks) through the sequence the latest store snapshot's store had applied, "
+        "less the messages of the last --keep-days days, so a record past its retention "
+        "(保存期間) is gone from the stream too (docs/operations.md, 'Record stream "
+        "compaction'). The latest snapshot is read whole and checked first, as a new node "
+        "takes it; nothing is purged without one. Run it after crlbuilder snapshot put. "
+        f"Prints one JSON line. {_COMPACT_STATUSES}",
+    )
+    add_arguments(cc)
+    cc.add_argument(
+        "--keep-days",
+        type=_days,
+        default=DEFAULT_KEEP_DAYS,
+        metavar="DAYS",
+        help="keep the messages stored in the last DAYS days before the stream's last one: a "
+        "node stopped for less resumes from its own store, one stopped longer starts again "
+        f"from a snapshot (default {DEFAULT_KEEP_DAYS:g}; 0: purge through the snapshot)",
+    )
+    cc.set_defaults(func=_stream_compact)
 
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"

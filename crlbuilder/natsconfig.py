@@ -24,7 +24,8 @@ include (deploy/nats/jpki-va-auth.conf is this module's output for deploy/nats/u
   is set up together); a reader finds a stream missing until its writer made it, and says so
   (`crlbuilder.jetstream.ensure_stream` with ``create=False``);
 - no role may update or delete a stream; only the writer of an object store or the watch
-  streams purges it; a read of another stream uses consumers with a fresh random name
+  streams purges it, and the snapshot role the record stream, behind the snapshot it puts
+  (`crlbuilder.recordcompact`: the state, message gets for the tail's times, the purge); a read of another stream uses consumers with a fresh random name
   (ephemeral), which it may create, read and delete.
 
 - each user subscribes to its own inbox only, ``_INBOX_<role>`` or ``_INBOX_<role>_<node>``
@@ -181,6 +182,16 @@ def _read(stream: str, *, create: bool = False, purge: bool = False) -> list[str
     return out
 
 
+def _compact(stream: str) -> list[str]:
+    """Purge ``stream`` behind a snapshot: its state, one message's sequence and time at a
+    time (the tail it keeps), the purge; no consumer (nothing delivered), no create."""
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.STREAM.PURGE.{stream}",
+    ]
+
+
 def _durable(stream: str, consumer: str, *, create: bool) -> list[str]:
     """Its own durable consumer of ``stream`` only (no ephemeral, no other node's)."""
     out = [f"$JS.API.STREAM.INFO.{stream}"]
@@ -218,9 +229,12 @@ def _allowed(u: User) -> tuple[str, list[str]]:
             [*_durable(RECORDS, u.consumer, create=False), *_read(CRLS), *_read(SNAPSHOTS)],
         )
     if u.role == "snapshot":
-        return "crlbuilder snapshot put (jpki-va-node-snapshot): the store snapshot new nodes start from", [
-            *_read(SNAPSHOTS, create=True, purge=True), "$O.JPKI_SNAPSHOTS.>",
-        ]  # fmt: skip
+        return (
+            "crlbuilder snapshot put, then stream compact (jpki-va-node-snapshot): the store "
+            "snapshot new nodes start from, then the record stream purged behind it",
+            [*_read(SNAPSHOTS, create=True, purge=True), "$O.JPKI_SNAPSHOTS.>",
+             *_compact(RECORDS)],
+        )  # fmt: skip
     if u.role == "responder":
         return (
             f"the responder of node {u.node} (serve, registry sync): its own ledger subject, the "

@@ -11,8 +11,9 @@ not ready (`responder.streamlag`) until it is within the configured lag of the s
 
 The snapshot holds what the store holds: statuses, sealed four facts (AES-256-GCM under
 the facts key, which every node has), keyed hashes of holders; never a facts key or a
-signing key. The stream must keep its records for longer than the time between two
-snapshots (JetStream's limits retention, no max age, by default keeps them all).
+signing key. The stream keeps its records until `crlbuilder.recordcompact` purges those the
+latest snapshot holds (less a tail), after a put; `put` refuses a store that stands before
+the stream's first message (a node stopped across a compaction): no node could start from it.
 
 A snapshot names the release that made it (`crlbuilder.release`) and the record stream its
 store was filled from (`META_FEED_ID`): `get` refuses, nothing made, one put by a newer release
@@ -147,8 +148,16 @@ def _bucket(cluster: Cluster, bucket: Bucket, *, create: bool) -> ObjectStore:
         raise ClusterError(f"object store {bucket.name}: {e}") from None
 
 
-def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
+def put(
+    cluster: Cluster, bucket: Bucket, store: Store, *, stream: tuple[bytes, int] | None = None
+) -> SnapshotInfo:
     """Copy ``store`` (consistently, while it may be written) and put it in the bucket.
+
+    ``stream``: the record stream as it stands (its `crlbuilder.stream.feed_id` and first
+    sequence): a store of that stream standing before its first message but one (the stream
+    compacted past it, `crlbuilder.recordcompact`: a node stopped meanwhile) is refused,
+    nothing put (`SnapshotRefused`): no node could start from it, and it would replace the
+    snapshot they can start from.
 
     A store whose builder refused the record stream (`META_STREAM_REFUSED`: the stream made
     again, a newer release's message) is refused, nothing put (`SnapshotRefused`): the
@@ -179,6 +188,12 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
                 f"this store's builder stopped applying the record stream ({refused}); "
                 f"not put: {bucket.name} keeps its latest snapshot (put one from a node that "
                 "applies the stream)"
+            )
+        if stream is not None and feed in (stream[0], b"") and stream[1] > seq + 1:
+            raise SnapshotRefused(
+                f"this store stands at sequence {seq} of the record stream, which no longer "
+                f"holds {seq + 1} (its first is {stream[1]}: compacted since): not put, "
+                f"{bucket.name} keeps its latest snapshot (put one from a caught-up node)"
             )
         data = copy / "data.mdb"
         info = SnapshotInfo(
@@ -326,6 +341,12 @@ def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> str | No
         ) from None
     except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
+
+
+def latest_description(cluster: Cluster, bucket: Bucket) -> str | None:
+    """The latest snapshot's description as it stands (`NoSnapshot` when there is none,
+    `ClusterError` when the cluster fails): to tell a snapshot replaced since it was read."""
+    return _check_there(cluster, _bucket(cluster, bucket, create=False), bucket)
 
 
 def _remove_dirs(made: list[Path]) -> None:

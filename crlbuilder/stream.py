@@ -70,6 +70,11 @@ twice (republished past the duplicate window) is skipped by the store's ``applie
 ids. A node killed at any point therefore resumes without loss and without applying a
 record twice.
 
+The stream is kept whole until a compaction (`crlbuilder.recordcompact`, after each store
+snapshot) purges the messages the latest snapshot holds, less a tail: a record erased past
+its retention does not stay on the stream for ever. A node whose store stands before the
+stream's first message then starts from the snapshot (`crlbuilder.build` refuses the stream).
+
 The four facts (基本4情報) travel on issuance records and must not rest in clear (Act §44,
 §45): each payload is sealed with AES-256-GCM under a key derived from the facts key
 (`StreamCipher`; every node holds that key already, to seal the facts in its store), with
@@ -437,6 +442,25 @@ def current_feed_id(cluster: Cluster, name: str) -> bytes | None:
         if info.created is None:
             raise ClusterError(f"stream {name}: JetStream gave no creation time")
         return feed_id(name, info.created)
+
+    try:
+        return cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"stream {name}: {e}") from None
+
+
+def feed_and_first(cluster: Cluster, name: str) -> tuple[bytes, int] | None:
+    """The `feed_id` of the stream ``name`` and the first sequence it holds, as one answer of
+    JetStream (None: there is no such stream)."""
+
+    async def go() -> tuple[bytes, int] | None:
+        try:
+            info = await cluster.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return None
+        if info.created is None:
+            raise ClusterError(f"stream {name}: JetStream gave no creation time")
+        return feed_id(name, info.created), int(info.state.first_seq)
 
     try:
         return cluster.run(go())

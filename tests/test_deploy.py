@@ -775,10 +775,11 @@ def _reload_argv(unit: Path, pid: int = 4242) -> list[str]:
     return [_on_root(w, Path("/")).replace("$MAINPID", str(pid)) for w in argv]
 
 
-def _exec_argv(unit: Path, key: str = "ExecStart") -> list[str]:
-    """The words of a unit's command line, as written (``${NATS}``, ``%d`` left as they are),
-    less the prefixes of its path ("-": a failure ignored)."""
-    argv = shlex.split(unit_settings(unit)[key][0])
+def _exec_argv(unit: Path, key: str = "ExecStart", index: int = 0) -> list[str]:
+    """The words of a unit's command line (its ``index``-th ``key``: a oneshot may run
+    several, in order), as written (``${NATS}``, ``%d`` left as they are), less the prefixes
+    of its path ("-": a failure ignored)."""
+    argv = shlex.split(unit_settings(unit)[key][index])
     return [argv[0].lstrip(_EXEC_PREFIXES), *argv[1:]]
 
 
@@ -888,6 +889,12 @@ def test_the_node_units_run_a_node_of_several() -> None:
     snap = unit_settings(NODE_SNAPSHOT_UNIT)
     args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SNAPSHOT_UNIT)[1:])
     assert (args.command, args.snapshot_command) == ("snapshot", "put")
+    # then, the put done (a oneshot's next ExecStart= runs only after the first ended on 0),
+    # the record stream compacted behind the snapshot, a tail kept (docs/operations.md)
+    assert len(snap["ExecStart"]) == 2
+    args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SNAPSHOT_UNIT, index=1)[1:])
+    assert (args.command, args.stream_command) == ("stream", "compact")
+    assert args.keep_days > 0 and str(args.store) == "/var/lib/jpki-va/store"
     env = dict(e.split("=", 1) for e in snap["Environment"])
     assert env["TMPDIR"] in snap["ReadWritePaths"], "the copy is made in TMPDIR, writable"
 
@@ -1178,7 +1185,7 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
 
 
 def _as_systemd_runs(
-    unit: Path, root: Path, key: str = "ExecStart"
+    unit: Path, root: Path, key: str = "ExecStart", index: int = 0
 ) -> tuple[list[str], dict[str, str], Path]:
     """``unit``'s command, environment and working directory as systemd would start them, on
     a copy of the hosts' layout under ``root``: ``${VAR}`` from its EnvironmentFile=,
@@ -1205,7 +1212,7 @@ def _as_systemd_runs(
                 name, _, value = raw.partition("=")
                 values[name.strip()] = value.strip()
     argv = []
-    for word in _exec_argv(unit, key):
+    for word in _exec_argv(unit, key, index):
         expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
         argv.append(here(expanded.replace("%d", str(creds))))
     env = {"PATH": os.environ["PATH"], **{k: here(v) for k, v in values.items()}}
@@ -1364,8 +1371,10 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         running.append(p)
         return p
 
-    def run_once(unit: Path, root: Path, *more: str) -> subprocess.CompletedProcess[str]:
-        argv, env, cwd = _as_systemd_runs(unit, root)
+    def run_once(
+        unit: Path, root: Path, *more: str, index: int = 0
+    ) -> subprocess.CompletedProcess[str]:
+        argv, env, cwd = _as_systemd_runs(unit, root, index=index)
         ran = subprocess.run(
             _mounted_as(unit, root, _sandboxed(unit, *argv, *more)), env=env, cwd=cwd,
             check=False, capture_output=True, text=True, timeout=300,
@@ -1410,6 +1419,17 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
             # a snapshot of the signer's store put by its unit; node1, new, starts from it
             assert run_once(NODE_SNAPSHOT_UNIT, signer_root).returncode == 0
             assert not any((signer_root / "var/lib/jpki-va/snapshot").iterdir()), "copy removed"
+            # then its compaction, as the unit runs it (the snapshot role's credential and
+            # sandbox): a week's tail keeps every message; with none, the stream is purged
+            # through the snapshot, and node1 still starts from it below
+            ran = run_once(NODE_SNAPSHOT_UNIT, signer_root, index=1)
+            assert ran.returncode == 0 and json.loads(ran.stdout)["purged_through"] == 0
+            ran = run_once(NODE_SNAPSHOT_UNIT, signer_root, "--keep-days", "0", index=1)
+            assert ran.returncode == 0, ran.stderr
+            compacted = json.loads(ran.stdout)
+            assert compacted["purged_through"] == compacted["snapshot_seq"] >= total
+            assert compacted["first"] == compacted["snapshot_seq"] + 1
+            assert not any((signer_root / "var/lib/jpki-va/snapshot").iterdir()), "read removed"
             assert run_once(NODE_BOOTSTRAP_UNIT, node_root).returncode == 0
             assert stream_seq(stores[1]) >= total, "node1's store is the snapshot"
             builder = start(NODE_BUILDER_UNIT, node_root, "builder")

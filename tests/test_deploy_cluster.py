@@ -311,6 +311,23 @@ def test_the_signer_puts_a_store_snapshot_for_new_nodes_daily() -> None:
     assert "/etc/jpki-va/pki/ca-keys" not in mounts  # it reads the store, signs nothing
 
 
+def test_the_signer_compacts_the_record_stream_after_each_snapshot_put_only() -> None:
+    """The record stream kept every record for ever (an erasure past retention left a copy
+    there): the snapshot container compacts it behind the snapshot it put, only once the put
+    succeeded (a failed put leaves an older snapshot, which a compaction would rely on), with
+    the snapshot role's credential and TMPDIR, its command parsing with the real CLI."""
+    pod = _sets()["jpki-va-signer"]["spec"]["template"]["spec"]
+    [snap] = [c for c in pod["containers"] if c["name"] == "snapshot"]
+    script = " ".join(snap["args"])
+    [compact] = re.findall(r"crlbuilder (stream compact [^|;&}]+)", script)
+    argv = shlex.split(compact.replace('"$NATS"', "nats://n:4222"))
+    args = crlbuilder_parser().parse_args(argv)
+    assert (args.command, args.stream_command) == ("stream", "compact")
+    assert args.source == "nats://n:4222" and args.keep_days > 0
+    put_then = re.search(r"snapshot put [^|;&]+&& crlbuilder stream compact", script)
+    assert put_then is not None, script
+
+
 def _responder_container() -> tuple[dict[str, Any], dict[str, Any]]:
     """The node pod's template and its responder container."""
     template = _sets()["jpki-va"]["spec"]["template"]

@@ -438,3 +438,43 @@ def test_the_upgrade_to_own_inboxes_has_a_transition_where_old_and_new_clients_w
         with nats_server(d, free_ports(1)[0], extra=extra, probe=probe) as server:
             assert works(server, new)
             assert works(server, old) is both
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_only_the_snapshot_role_purges_the_record_stream_and_reads_no_record_through_it(
+    two_nodes: tuple[NatsCluster, Shipped],
+) -> None:
+    """The record stream's compaction (`crlbuilder stream compact`) runs with the snapshot
+    role's credential, which may now read the stream's state and single messages and purge
+    it; no other role may purge it (a builder, a responder, the feed), and the snapshot role
+    still may not publish a record nor take the records through a consumer."""
+    server, shipped = two_nodes
+    snap = _as(server, shipped, "SNAPSHOT")
+    others = [_as(server, shipped, r) for r in ("BUILDER/a", "RESPONDER/a", "PUBLISHER")]
+    publisher = others[-1]
+    try:
+        ensure_stream(publisher, "JPKI_RECORDS", ["jpki.records"])
+        for i in range(3):
+            publisher.run(publisher.js.publish("jpki.records", b"p%d" % i))
+
+        def state() -> tuple[int, int]:
+            s = publisher.run(publisher.js.stream_info("JPKI_RECORDS")).state
+            return int(s.first_seq), int(s.last_seq)
+
+        first, last = state()
+        for c in others:
+            with pytest.raises((nats.errors.Error, TimeoutError)):
+                c.run(c.nc.jetstream(timeout=1).purge_stream("JPKI_RECORDS", seq=last))
+        assert state() == (first, last)
+        js = snap.nc.jetstream(timeout=1)
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            snap.run(js.publish("jpki.records", b"forged", timeout=1))
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            snap.run(js.add_consumer("JPKI_RECORDS", api.ConsumerConfig(durable_name="snap")))
+        assert snap.run(js.get_msg("JPKI_RECORDS", seq=last)).seq == last  # the tail's times
+        assert snap.run(js.purge_stream("JPKI_RECORDS", seq=last))
+        assert state() == (last, last)
+    finally:
+        for c in (snap, *others):
+            c.close()
