@@ -595,7 +595,7 @@ def _disclose(args: argparse.Namespace) -> int:
     import os
 
     from crlbuilder import disclosure
-    from crlbuilder.atomicfile import write_new, write_whole
+    from crlbuilder.atomicfile import place, staged
     from crlbuilder.auditlog import ChainError
     from crlbuilder.keys import enrolments, logname, oplog
     from crlbuilder.keys.approval import (
@@ -622,6 +622,8 @@ def _disclose(args: argparse.Namespace) -> int:
         return refused(str(e))
     if args.out is not None and not args.force and os.path.lexists(args.out):
         return refused(f"{args.out} exists; give --force to replace it")
+    if args.out is not None and args.out.is_dir():  # --force replaces a file, never a directory
+        return refused(f"{args.out} is a directory; --out names the document's file")
     try:  # the operator, on the operation log the operators file names, before any lookup
         wrong = logname.refusal(
             load_log_name(args.operators), str(args.log.resolve()), oplog.genesis(args.log),
@@ -656,6 +658,19 @@ def _disclose(args: argparse.Namespace) -> int:
     finally:
         store.close()
     body = disclosure.encode(doc)
+
+    def failed(why: str) -> int:
+        print(f"{what}: error: {why}", file=sys.stderr)
+        return 1
+
+    # --out: the document written whole beside it first, so that a file that cannot be
+    # written (no such directory, disk full) is said before the log records anything
+    tmp = None
+    if args.out is not None:
+        try:
+            tmp = staged(args.out, body, 0o600)
+        except OSError as e:
+            return failed(f"{args.out}: {e.strerror or e}; nothing disclosed")
     # recorded before it is handed over: the log never lacks a disclosure made (nothing of
     # the holder in it: when, who, from which store, to stdout or a file)
     try:
@@ -664,21 +679,24 @@ def _disclose(args: argparse.Namespace) -> int:
             detail={"store": str(args.store.resolve()), "to": "file" if args.out else "stdout"},
         )  # fmt: skip
     except (ChainError, OSError) as e:  # a disclosure the log cannot account for is not made
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        print(f"{what}: error: operation log {args.log}: {why}; nothing disclosed",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    if args.out is None:
-        sys.stdout.buffer.write(body)
-        sys.stdout.flush()
+        return failed(f"operation log {args.log}: {why}; nothing disclosed")
+    over = "the operation log records this disclosure, which was not handed over"
+    if tmp is None:
+        try:
+            sys.stdout.buffer.write(body)
+            sys.stdout.flush()
+        except OSError as e:  # a closed pipe, a full disk: the log over-reports, said so
+            return failed(f"standard output: {e.strerror or e}; {over}")
         return 0
     try:
-        if args.force:
-            write_whole(args.out, body, 0o600, sync_dir=True)
-        else:
-            write_new(args.out, body, 0o600)
-    except FileExistsError:
-        return refused(f"{args.out} exists; give --force to replace it")
+        place(tmp, args.out, replace=args.force)
+    except FileExistsError:  # made since the check above
+        return refused(f"{args.out} exists; give --force to replace it ({over})")
+    except OSError as e:
+        return failed(f"{args.out}: {e.strerror or e}; {over}")
     print(f"{args.out}: disclosure written (mode 0600)", file=sys.stderr)
     return 0
 

@@ -408,3 +408,52 @@ def test_disclose_discloses_nothing_when_the_operation_log_cannot_record_it(
     o, err = capsys.readouterr()
     assert not out.exists() and o == "" and "nothing disclosed" in err
     assert HOLDER.hex() not in err and FACTS.name not in err
+
+
+def test_disclose_out_that_cannot_be_written_is_said_before_the_log_records_anything(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` in a directory that does not exist, or naming a directory with ``--force``:
+    nothing disclosed and nothing in the operation log (the document was written after the
+    log's line: the log recorded a disclosure never handed over, exit 1 with the temporary's
+    name, or for a directory 'Is a directory'); no temporary left beside it."""
+    lines = len(oplog.read_oplog(setup["log"]))
+    missing = setup["dir"] / "no-such-dir" / "doc.json"
+    capsys.readouterr()
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(missing))) == 1
+    o, err = capsys.readouterr()
+    assert o == "" and "nothing disclosed" in err and HOLDER.hex() not in err
+    target = setup["dir"] / "a-directory"
+    target.mkdir()
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(target), "--force")) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert len(oplog.read_oplog(setup["log"])) == lines
+    assert not missing.parent.exists() and list(target.iterdir()) == []
+    assert [p.name for p in setup["dir"].iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_disclose_the_document_staged_is_removed_when_the_log_cannot_record_it(
+    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(oplog, "record", full)
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(setup["dir"] / "doc.json"))) == 1
+    assert [p.name for p in setup["dir"].iterdir() if "doc.json" in p.name] == []
+
+
+@pytest.mark.integration
+def test_disclose_to_a_stdout_that_cannot_take_it_says_the_log_over_reports(
+    setup: dict[str, Path],
+) -> None:
+    """Standard output full (or a closed pipe) after the log's line: exit 1, and the message
+    says that the log records a disclosure not handed over (it said only the system error)."""
+    with open("/dev/full", "wb") as full:
+        got = subprocess.run(
+            [sys.executable, "-m", "crlbuilder", *_argv(setup, HOLDER.hex())],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert got.returncode == 1
+    assert "standard output" in got.stderr and "not handed over" in got.stderr, got.stderr
+    assert oplog.read_oplog(setup["log"])[-1].event == "holder-disclosed"
