@@ -658,6 +658,11 @@ def _disclose(args: argparse.Namespace) -> int:
     finally:
         store.close()
     body = disclosure.encode(doc)
+    damaged = sum(c.facts_state == "damaged" for c in doc.certificates)
+    if damaged:  # the key opens the holder's other facts: these values are damaged
+        print(f"{what}: warning: {damaged} sealed facts value(s) do not open under the key "
+              "that opens the others (damaged in the store): disclosed as damaged; restore "
+              "the store from a copy", file=sys.stderr)  # fmt: skip
 
     def failed(why: str) -> int:
         print(f"{what}: error: {why}", file=sys.stderr)

@@ -457,3 +457,52 @@ def test_disclose_to_a_stdout_that_cannot_take_it_says_the_log_over_reports(
     assert got.returncode == 1
     assert "standard output" in got.stderr and "not handed over" in got.stderr, got.stderr
     assert oplog.read_oplog(setup["log"])[-1].event == "holder-disclosed"
+
+
+def test_a_facts_key_that_opens_some_of_the_holders_facts_discloses_the_others_as_damaged() -> None:
+    """One of the holder's two sealed values damaged: the key opens the other, so it is the
+    store's key; the document is made, the damaged one ``damaged`` (the whole disclosure was
+    refused as 'another store's key?', leaving the requester nothing). A key opening none is
+    still refused."""
+    view = _memory()
+    second = sf.status_key(SIGN, 0x12)
+    view.status_records[second] = _st(Family.SIGN_CARD)
+    view.links[(HOLDER, Family.SIGN_CARD)].append(second)
+    sealed = bytearray(FactsCipher(KEY).seal(second, FACTS))
+    sealed[-1] ^= 1
+    view.facts[second] = bytes(sealed)
+    doc = disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(KEY))
+    states = {c.serial: (c.facts_state, c.facts) for c in doc.certificates}
+    assert states["10"] == ("opened", FACTS) and states["12"] == ("damaged", None)
+    with pytest.raises(disclosure.FactsUnopened):
+        disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(bytes(32)))
+
+
+def test_a_link_to_another_holders_certificate_discloses_nothing() -> None:
+    """A damaged store whose link names another holder's certificate: refused whole, never
+    disclosed (the other holder's serial and facts were given as this holder's)."""
+    view = _memory()
+    view.links[(HOLDER, Family.SIGN_CARD)].append(OTHERS_SIGN)
+    with pytest.raises(sf.StoreCorrupt) as e:
+        disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(KEY))
+    assert HOLDER.hex() not in str(e.value) and OTHER.hex() not in str(e.value)
+
+
+def test_disclose_warns_of_damaged_facts_naming_no_holder(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Store.open(setup["store"], readonly=False)
+    second = sf.status_key(SIGN, 0x12)
+    try:
+        with Commit(store, lambda: datetime.fromtimestamp(T0, UTC)) as c:
+            far = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp())
+            c.add_certificate(second, _st(Family.SIGN_CARD, not_after=far), Family.SIGN_CARD,
+                              bytes(40))  # fmt: skip
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main(_argv(setup, HOLDER.hex(), "--facts-key-file", str(setup["key"]))) == 0
+    out, err = capsys.readouterr()
+    states = {c["serial"]: c["facts_state"] for c in json.loads(out)["certificates"]}
+    assert states["10"] == "opened" and states["12"] == "damaged"
+    assert "1 sealed facts value(s)" in err and HOLDER.hex() not in err
