@@ -607,7 +607,7 @@ def _disclose(args: argparse.Namespace) -> int:
         parse_approval,
     )
     from crlbuilder.seal import FACTS_KEY_ENV, FactsCipher, read_facts_key
-    from crlbuilder.store.format import StoreCorrupt, StoreFormatError
+    from crlbuilder.store.format import HOLDER_BYTES, StoreCorrupt, StoreFormatError
     from crlbuilder.store.lmdbstore import Store
 
     what = "crlbuilder disclose"
@@ -616,8 +616,11 @@ def _disclose(args: argparse.Namespace) -> int:
         print(f"{what}: error: {why}", file=sys.stderr)
         return 2
 
-    try:  # the holder first: its text is never echoed (it names a person)
-        holder = disclosure.holder_of(args.holder)
+    # the holder first: its text is never echoed (it names a person); "-" reads it from
+    # standard input, so that it is not in the command line others may list (ps)
+    text = sys.stdin.readline(4 * HOLDER_BYTES) if args.holder == "-" else args.holder
+    try:
+        holder = disclosure.holder_of(text)
     except ValueError as e:
         return refused(str(e))
     if args.out is not None and not args.force and os.path.lexists(args.out):
@@ -1076,7 +1079,8 @@ NATS unreachable: exit 1.""",
     ds.add_argument("--store", type=Path, required=True, help="the status store directory")
     ds.add_argument(
         "--holder", required=True, metavar="HEX",
-        help="the holder key: 64 hex digits, as the records name the holder (docs/records.md)",
+        help="the holder key: 64 hex digits, as the records name the holder (docs/records.md); "
+        "'-' reads it from standard input (one line), kept out of the command line",
     )  # fmt: skip
     ds.add_argument(
         "--facts-key-file", type=Path, metavar="FILE",

@@ -9,6 +9,7 @@ consent) and run the command as an enrolled operator on the operation log.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -506,3 +507,19 @@ def test_disclose_warns_of_damaged_facts_naming_no_holder(
     states = {c["serial"]: c["facts_state"] for c in json.loads(out)["certificates"]}
     assert states["10"] == "opened" and states["12"] == "damaged"
     assert "1 sealed facts value(s)" in err and HOLDER.hex() not in err
+
+
+def test_disclose_reads_the_holder_from_standard_input_with_dash(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--holder -``: the holder key read from standard input, out of the command line
+    (``ps``, /proc/<pid>/cmdline) that other local users may list; ill-formed input refused
+    without echo."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(HOLDER.hex() + "\n"))
+    capsys.readouterr()
+    assert main(_argv(setup, "-")) == 0
+    assert json.loads(capsys.readouterr().out)["holder"] == HOLDER.hex()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Tanaka Taro\n"))
+    assert main(_argv(setup, "-")) == 2
+    o, err = capsys.readouterr()
+    assert o == "" and "64 hex digits" in err and "Tanaka" not in err
