@@ -21,8 +21,10 @@ followed the first version, which wiped only the entry ``getenv`` found, after `
   and `os.environ` see the first, the second stayed in the block) and one set again since
   start (``setenv`` points ``environ`` at a new string and leaves the old one in the block:
   the initial value stayed in ``/proc/<pid>/environ``). The bytes are written only when
-  ``/proc/self/environ`` reads exactly what the range holds, so a range the kernel reports
-  otherwise is never written.
+  the range lies inside one writable mapping of ``/proc/self/maps``; they are read from
+  memory, not from ``/proc/self/environ``, which a process that is not root cannot read once
+  it made itself non-dumpable, as both commands do before taking the key
+  (`crlbuilder.lifecycle.no_core_dumps`).
 - **The string libc holds now** (found by ``getenv``; the bytes before the value checked to
   be ``NAME=``): a string ``setenv`` allocated (`os.environ` assignment, ``os.putenv``) or one
   a caller handed to ``putenv(3)``. Its value is zeroed **before** ``unsetenv``, while the
@@ -120,17 +122,12 @@ def _initial_block() -> tuple[int, int] | None:
 def _wipe_initial_block(raw: bytes) -> None:
     """Zero every entry of the initial environment block that begins with ``raw``
     (``NAME=``), each up to its NUL: only after ``unsetenv``, when ``environ`` points at none
-    of them, and only when ``/proc/self/environ`` reads what the range holds."""
+    of them, and only when the range lies in one writable mapping of ``/proc/self/maps``."""
     span = _initial_block()
-    if span is None:
+    if span is None or not _writable(*span):
         return
     start, end = span
-    try:
-        shown = Path("/proc/self/environ").read_bytes()
-    except OSError:
-        return
-    if len(shown) != end - start or ctypes.string_at(start, end - start) != shown:
-        return
+    shown = ctypes.string_at(start, end - start)
     offset = 0
     for entry in shown.split(b"\0"):
         if entry.startswith(raw):

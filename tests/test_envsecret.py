@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +207,38 @@ def test_an_unset_variable_gives_none_and_changes_nothing() -> None:
     verdict = run("")
     assert verdict["value"] is None and verdict["outside"] == [] and not verdict["shown"]
     assert verdict["neighbours"] == ["kept-1", "kept-2"]
+
+
+_UNPRIVILEGED = """
+import ctypes, importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("envsecret", sys.argv[1])
+envsecret = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(envsecret)
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0, as no_core_dumps does first
+os.environ["AUDIT_SECRET"] = "s3cr3t-second"
+print(envsecret.take("AUDIT_SECRET"), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as another user")
+def test_a_non_dumpable_process_of_another_user_than_root_wipes_its_initial_block() -> None:
+    """The commands run as a service account and make themselves non-dumpable before taking
+    the key: ``/proc/self/environ`` is then unreadable to the process itself (root owns it),
+    so the block is read from memory. The variable set at start and again since: neither
+    value is left in the block (read here as root). The interpreter is the system's, the
+    module loaded by path: the test's own may lie where the other user cannot read."""
+    child = subprocess.Popen(
+        ["/usr/bin/python3", "-c", _UNPRIVILEGED, str(ROOT / "crlbuilder" / "envsecret.py")],
+        env={"PATH": "/usr/bin:/bin", NAME: "s3cr3t-first"}, user=65534, group=65534,
+        extra_groups=[], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/",
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "s3cr3t-second\n"
+        block = (Path(f"/proc/{child.pid}/environ")).read_bytes()
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+    assert b"PATH=/usr/bin" in block and b"s3cr3t" not in block, block
+    assert not [e for e in block.split(b"\0") if e.startswith(NAME.encode() + b"=")]
