@@ -51,6 +51,10 @@ Provisions of the holder's information to parties (Act §18, §37) are counted i
 no per-holder account of them exists to disclose (`NOTES`). The responder's watch lists
 (`responder.v1.watchdb`: which certificates each party's changes feed watches, under keyed
 hashes) live in the responder's own environment, not in the store: not read here (`NOTES`).
+Nor are the builder's notices and quarantine files beside the store (`NOTES`): they are not
+the 認証業務情報 of Act §44 (issuance records, revocation information and their files,
+verifier tokens), and a holder notification naming the certificate's serial is the 機構's to
+tell the holder (decided in the audit after the command was added).
 """
 
 from __future__ import annotations
@@ -97,6 +101,11 @@ NOTES: Final = (
     "The responder's watch lists (the certificates each party's changes feed watches, under "
     "keyed hashes) are kept in the responder's own environment, not in this store, and are "
     "not read here.",
+    "The builder's notices file (holder notifications of a recording error, Act §15(2), "
+    "§16-14(2), §34(2), §35-14(2): record id, issuer and serial of the certificate) and its "
+    "quarantine file (refused records' ids and reasons, keyed by no holder) lie beside the "
+    "store, are not the certification-business information of Act §44, and are not read here: "
+    "a notification is told to the holder by the 機構's desk that takes it from that file.",
     "A correction, addition or deletion (Act §61) is made in the 機構's records and reaches "
     "this store as a record (docs/operations.md, 'Disclosure of a holder's records').",
 )

@@ -148,6 +148,7 @@ def test_act_58_a_holders_certificates_facts_consents_and_notices() -> None:
         (True, "2030-03-17T17:50:50Z")
     ]
     assert any("counts per party" in n for n in doc.notes)  # the ledger keeps no holder
+    assert any("notices file" in n for n in doc.notes)  # beside the store, not read
 
 
 def test_act_58_the_facts_are_reported_sealed_without_the_key_and_refused_with_another() -> None:
