@@ -34,6 +34,10 @@ followed the first version, which wiped only the entry ``getenv`` found, after `
   read-only memory is left as it is rather than crash the process), and it leaves ``NAME=``,
   which ``unsetenv`` then removes. A string handed to ``putenv(3)`` is the caller's and is
   zeroed with the rest: that is what taking the secret means.
+- **A value replaced since** by ``setenv`` (the variable set twice after start): glibc keeps
+  every string ``setenv`` allocated, unreachable from ``environ`` and not found by ``getenv``,
+  so the earlier one stays in the heap. Like the interpreter's own copies of the value, it is
+  in the memory a forked child copies, never in an environment or ``/proc/<pid>/environ``.
 - **Without libc's ``getenv``** (``ctypes.CDLL(None)`` refused, or no such symbol: a statically
   linked interpreter), the variable is still removed (`os.unsetenv`) and the initial block
   still wiped; a string ``setenv`` allocated is then left in the heap, as a forked child's
