@@ -27,6 +27,8 @@ __all__ = [
     "STALE_TMP_SECONDS",
     "TMP_NAME",
     "fsync_dir",
+    "place",
+    "staged",
     "sweep_own",
     "sweep_tmp",
     "tmp_path",
@@ -97,9 +99,26 @@ def write_whole(
 
 def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``path`` whole, refusing (`FileExistsError`) to replace one that exists."""
-    tmp = _write_tmp(path, data, mode)
+    place(staged(path, data, mode), path, replace=False)
+
+
+def staged(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    """``data`` whole in a new temporary file beside ``path`` (its owner's only while written,
+    ``mode`` once whole), for `place` to put in place: a writer that must do something between
+    (record what it hands over, `crlbuilder disclose`) knows the file can be written before it
+    does, and a failure after removes the temporary (``unlink``) with nothing in place."""
+    return _write_tmp(path, data, mode)
+
+
+def place(tmp: Path, path: Path, *, replace: bool) -> None:
+    """Put the temporary ``tmp`` of `staged` at ``path``: replacing what is there
+    (``replace``), else refusing (`FileExistsError`) whatever is there; the temporary is gone
+    afterwards, on failure too, and the directory synced."""
     try:
-        os.link(tmp, path)  # fails if path exists, whatever it is
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists, whatever it is
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)

@@ -598,7 +598,7 @@ def _disclose(args: argparse.Namespace) -> int:
     import os
 
     from crlbuilder import disclosure
-    from crlbuilder.atomicfile import write_new, write_whole
+    from crlbuilder.atomicfile import place, staged
     from crlbuilder.auditlog import ChainError
     from crlbuilder.keys import enrolments, logname, oplog
     from crlbuilder.keys.approval import (
@@ -610,7 +610,7 @@ def _disclose(args: argparse.Namespace) -> int:
         parse_approval,
     )
     from crlbuilder.seal import FACTS_KEY_ENV, FactsCipher, read_facts_key
-    from crlbuilder.store.format import StoreCorrupt, StoreFormatError
+    from crlbuilder.store.format import HOLDER_BYTES, StoreCorrupt, StoreFormatError
     from crlbuilder.store.lmdbstore import Store
 
     what = "crlbuilder disclose"
@@ -619,12 +619,17 @@ def _disclose(args: argparse.Namespace) -> int:
         print(f"{what}: error: {why}", file=sys.stderr)
         return 2
 
-    try:  # the holder first: its text is never echoed (it names a person)
-        holder = disclosure.holder_of(args.holder)
+    # the holder first: its text is never echoed (it names a person); "-" reads it from
+    # standard input, so that it is not in the command line others may list (ps)
+    text = sys.stdin.readline(4 * HOLDER_BYTES) if args.holder == "-" else args.holder
+    try:
+        holder = disclosure.holder_of(text)
     except ValueError as e:
         return refused(str(e))
     if args.out is not None and not args.force and os.path.lexists(args.out):
         return refused(f"{args.out} exists; give --force to replace it")
+    if args.out is not None and args.out.is_dir():  # --force replaces a file, never a directory
+        return refused(f"{args.out} is a directory; --out names the document's file")
     try:  # the operator, on the operation log the operators file names, before any lookup
         wrong = logname.refusal(
             load_log_name(args.operators), str(args.log.resolve()), oplog.genesis(args.log),
@@ -659,6 +664,24 @@ def _disclose(args: argparse.Namespace) -> int:
     finally:
         store.close()
     body = disclosure.encode(doc)
+    damaged = sum(c.facts_state == "damaged" for c in doc.certificates)
+    if damaged:  # the key opens the holder's other facts: these values are damaged
+        print(f"{what}: warning: {damaged} sealed facts value(s) do not open under the key "
+              "that opens the others (damaged in the store): disclosed as damaged; restore "
+              "the store from a copy", file=sys.stderr)  # fmt: skip
+
+    def failed(why: str) -> int:
+        print(f"{what}: error: {why}", file=sys.stderr)
+        return 1
+
+    # --out: the document written whole beside it first, so that a file that cannot be
+    # written (no such directory, disk full) is said before the log records anything
+    tmp = None
+    if args.out is not None:
+        try:
+            tmp = staged(args.out, body, 0o600)
+        except OSError as e:
+            return failed(f"{args.out}: {e.strerror or e}; nothing disclosed")
     # recorded before it is handed over: the log never lacks a disclosure made (nothing of
     # the holder in it: when, who, from which store, to stdout or a file)
     try:
@@ -667,21 +690,24 @@ def _disclose(args: argparse.Namespace) -> int:
             detail={"store": str(args.store.resolve()), "to": "file" if args.out else "stdout"},
         )  # fmt: skip
     except (ChainError, OSError) as e:  # a disclosure the log cannot account for is not made
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        print(f"{what}: error: operation log {args.log}: {why}; nothing disclosed",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    if args.out is None:
-        sys.stdout.buffer.write(body)
-        sys.stdout.flush()
+        return failed(f"operation log {args.log}: {why}; nothing disclosed")
+    over = "the operation log records this disclosure, which was not handed over"
+    if tmp is None:
+        try:
+            sys.stdout.buffer.write(body)
+            sys.stdout.flush()
+        except OSError as e:  # a closed pipe, a full disk: the log over-reports, said so
+            return failed(f"standard output: {e.strerror or e}; {over}")
         return 0
     try:
-        if args.force:
-            write_whole(args.out, body, 0o600, sync_dir=True)
-        else:
-            write_new(args.out, body, 0o600)
-    except FileExistsError:
-        return refused(f"{args.out} exists; give --force to replace it")
+        place(tmp, args.out, replace=args.force)
+    except FileExistsError:  # made since the check above
+        return refused(f"{args.out} exists; give --force to replace it ({over})")
+    except OSError as e:
+        return failed(f"{args.out}: {e.strerror or e}; {over}")
     print(f"{args.out}: disclosure written (mode 0600)", file=sys.stderr)
     return 0
 
@@ -1147,7 +1173,8 @@ NATS unreachable: exit 1.""",
     ds.add_argument("--store", type=Path, required=True, help="the status store directory")
     ds.add_argument(
         "--holder", required=True, metavar="HEX",
-        help="the holder key: 64 hex digits, as the records name the holder (docs/records.md)",
+        help="the holder key: 64 hex digits, as the records name the holder (docs/records.md); "
+        "'-' reads it from standard input (one line), kept out of the command line",
     )  # fmt: skip
     ds.add_argument(
         "--facts-key-file", type=Path, metavar="FILE",

@@ -38,11 +38,23 @@ What each database of the store (docs/store.md) holds of a holder, and what is r
   notice staged there names a serial, delivered at once to the notices file, not kept) and
   ``meta`` (the builder's own state).
 
+A facts key that opens none of the holder's sealed facts is the wrong key: nothing is
+disclosed (`FactsUnopened`). One that opens some and not others opens the store's facts: the
+others are damaged values, disclosed as ``damaged`` beside everything else (refusing would
+leave the requester without any disclosure until the store is restored; the command says so on
+stderr, naming no holder). A link naming another holder's certificate (a damaged store) is
+refused whole (`StoreCorrupt`), never disclosed. The consents name the party each was given to:
+the consent is the holder's own act and the party's id is no one's personal data.
+
 Provisions of the holder's information to parties (Act §18, §37) are counted in the ledger
 (帳簿, `responder.ledger`) per party, day, service and method only: no holder, no serial, so
 no per-holder account of them exists to disclose (`NOTES`). The responder's watch lists
 (`responder.v1.watchdb`: which certificates each party's changes feed watches, under keyed
 hashes) live in the responder's own environment, not in the store: not read here (`NOTES`).
+Nor are the builder's notices and quarantine files beside the store (`NOTES`): they are not
+the 認証業務情報 of Act §44 (issuance records, revocation information and their files,
+verifier tokens), and a holder notification naming the certificate's serial is the 機構's to
+tell the holder (decided in the audit after the command was added).
 """
 
 from __future__ import annotations
@@ -89,6 +101,11 @@ NOTES: Final = (
     "The responder's watch lists (the certificates each party's changes feed watches, under "
     "keyed hashes) are kept in the responder's own environment, not in this store, and are "
     "not read here.",
+    "The builder's notices file (holder notifications of a recording error, Act §15(2), "
+    "§16-14(2), §34(2), §35-14(2): record id, issuer and serial of the certificate) and its "
+    "quarantine file (refused records' ids and reasons, keyed by no holder) lie beside the "
+    "store, are not the certification-business information of Act §44, and are not read here: "
+    "a notification is told to the holder by the 機構's desk that takes it from that file.",
     "A correction, addition or deletion (Act §61) is made in the 機構's records and reaches "
     "this store as a record (docs/operations.md, 'Disclosure of a holder's records').",
 )
@@ -109,7 +126,7 @@ def _iso(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-FactsState = Literal["opened", "sealed", "not-kept", "none"]
+FactsState = Literal["opened", "sealed", "not-kept", "damaged", "none"]
 
 
 class Certificate(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,8 +162,9 @@ class Certificate(msgspec.Struct, frozen=True, kw_only=True):
     """The four facts (基本4情報) kept for a sign certificate still in effect (Act §18(3))."""
     facts_state: FactsState = "none"
     """``opened`` (in ``facts``), ``sealed`` (kept, no facts key given), ``not-kept`` (a sign
-    certificate whose facts were deleted: it lost effect), ``none`` (no facts: an auth or
-    token certificate)."""
+    certificate whose facts were deleted: it lost effect), ``damaged`` (kept, and the key
+    that opens the holder's other facts does not open these: the value is damaged),
+    ``none`` (no facts: an auth or token certificate)."""
 
 
 class Consent(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,12 +271,9 @@ def _certificate(
         else:
             try:
                 facts = opener.open(key, sealed)
-            except (InvalidTag, msgspec.DecodeError):
-                raise FactsUnopened(
-                    "the facts key given does not open the holder's sealed four facts (another "
-                    "store's key?); nothing disclosed"
-                ) from None
-            facts_state = "opened"
+                facts_state = "opened"
+            except (InvalidTag, msgspec.DecodeError):  # `disclose` tells a key from damage
+                facts_state = "damaged"
     return Certificate(
         family=family.value,
         issuer=issuer,
@@ -305,7 +320,9 @@ def disclose(
 ) -> Disclosure:
     """Everything ``view`` holds about ``holder`` (32 bytes), as of ``at`` (epoch seconds:
     whether a certificate not revoked has expired). ``opener`` opens the sealed four facts
-    (None: they are reported ``sealed``); `FactsUnopened` when it does not open them."""
+    (None: they are reported ``sealed``); `FactsUnopened` when it opens none of them (the
+    wrong key), while one that opens some reports the others ``damaged``; `StoreCorrupt` for
+    a link to another holder's certificate."""
     if len(holder) != sf.HOLDER_BYTES:
         raise ValueError(f"a holder key is {sf.HOLDER_BYTES} bytes")
     issuer = _issuer_names(view)
@@ -315,8 +332,19 @@ def disclose(
             st = view.status(key)
             if st is None:  # a link no status record backs: nothing to say of it
                 continue
+            if st.holder != holder:  # never another holder's certificate, whatever the link
+                raise sf.StoreCorrupt(
+                    "the store is damaged: a link names a certificate of another holder; "
+                    "restore it from a copy or rebuild it; nothing disclosed"
+                )
             index, _ = sf.split_status_key(key)
             certificates.append(_certificate(view, key, st, issuer(index), at, opener))
+    states = {c.facts_state for c in certificates}
+    if "damaged" in states and "opened" not in states:
+        raise FactsUnopened(
+            "the facts key given does not open the holder's sealed four facts (another "
+            "store's key?); nothing disclosed"
+        )
     consents = [Consent(verifier=v, recorded_at=_iso(t)) for v, t in view.consents_of(holder)]
     pending = view.pending(holder)
     move_ins = [

@@ -9,6 +9,7 @@ consent) and run the command as an enrolled operator on the operation log.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -147,6 +148,7 @@ def test_act_58_a_holders_certificates_facts_consents_and_notices() -> None:
         (True, "2030-03-17T17:50:50Z")
     ]
     assert any("counts per party" in n for n in doc.notes)  # the ledger keeps no holder
+    assert any("notices file" in n for n in doc.notes)  # beside the store, not read
 
 
 def test_act_58_the_facts_are_reported_sealed_without_the_key_and_refused_with_another() -> None:
@@ -408,3 +410,117 @@ def test_disclose_discloses_nothing_when_the_operation_log_cannot_record_it(
     o, err = capsys.readouterr()
     assert not out.exists() and o == "" and "nothing disclosed" in err
     assert HOLDER.hex() not in err and FACTS.name not in err
+
+
+def test_disclose_out_that_cannot_be_written_is_said_before_the_log_records_anything(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` in a directory that does not exist, or naming a directory with ``--force``:
+    nothing disclosed and nothing in the operation log (the document was written after the
+    log's line: the log recorded a disclosure never handed over, exit 1 with the temporary's
+    name, or for a directory 'Is a directory'); no temporary left beside it."""
+    lines = len(oplog.read_oplog(setup["log"]))
+    missing = setup["dir"] / "no-such-dir" / "doc.json"
+    capsys.readouterr()
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(missing))) == 1
+    o, err = capsys.readouterr()
+    assert o == "" and "nothing disclosed" in err and HOLDER.hex() not in err
+    target = setup["dir"] / "a-directory"
+    target.mkdir()
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(target), "--force")) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert len(oplog.read_oplog(setup["log"])) == lines
+    assert not missing.parent.exists() and list(target.iterdir()) == []
+    assert [p.name for p in setup["dir"].iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_disclose_the_document_staged_is_removed_when_the_log_cannot_record_it(
+    setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(oplog, "record", full)
+    assert main(_argv(setup, HOLDER.hex(), "--out", str(setup["dir"] / "doc.json"))) == 1
+    assert [p.name for p in setup["dir"].iterdir() if "doc.json" in p.name] == []
+
+
+@pytest.mark.integration
+def test_disclose_to_a_stdout_that_cannot_take_it_says_the_log_over_reports(
+    setup: dict[str, Path],
+) -> None:
+    """Standard output full (or a closed pipe) after the log's line: exit 1, and the message
+    says that the log records a disclosure not handed over (it said only the system error)."""
+    with open("/dev/full", "wb") as full:
+        got = subprocess.run(
+            [sys.executable, "-m", "crlbuilder", *_argv(setup, HOLDER.hex())],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert got.returncode == 1
+    assert "standard output" in got.stderr and "not handed over" in got.stderr, got.stderr
+    assert oplog.read_oplog(setup["log"])[-1].event == "holder-disclosed"
+
+
+def test_a_facts_key_that_opens_some_of_the_holders_facts_discloses_the_others_as_damaged() -> None:
+    """One of the holder's two sealed values damaged: the key opens the other, so it is the
+    store's key; the document is made, the damaged one ``damaged`` (the whole disclosure was
+    refused as 'another store's key?', leaving the requester nothing). A key opening none is
+    still refused."""
+    view = _memory()
+    second = sf.status_key(SIGN, 0x12)
+    view.status_records[second] = _st(Family.SIGN_CARD)
+    view.links[(HOLDER, Family.SIGN_CARD)].append(second)
+    sealed = bytearray(FactsCipher(KEY).seal(second, FACTS))
+    sealed[-1] ^= 1
+    view.facts[second] = bytes(sealed)
+    doc = disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(KEY))
+    states = {c.serial: (c.facts_state, c.facts) for c in doc.certificates}
+    assert states["10"] == ("opened", FACTS) and states["12"] == ("damaged", None)
+    with pytest.raises(disclosure.FactsUnopened):
+        disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(bytes(32)))
+
+
+def test_a_link_to_another_holders_certificate_discloses_nothing() -> None:
+    """A damaged store whose link names another holder's certificate: refused whole, never
+    disclosed (the other holder's serial and facts were given as this holder's)."""
+    view = _memory()
+    view.links[(HOLDER, Family.SIGN_CARD)].append(OTHERS_SIGN)
+    with pytest.raises(sf.StoreCorrupt) as e:
+        disclosure.disclose(view, HOLDER, at=NOW, opener=FactsCipher(KEY))
+    assert HOLDER.hex() not in str(e.value) and OTHER.hex() not in str(e.value)
+
+
+def test_disclose_warns_of_damaged_facts_naming_no_holder(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = Store.open(setup["store"], readonly=False)
+    second = sf.status_key(SIGN, 0x12)
+    try:
+        with Commit(store, lambda: datetime.fromtimestamp(T0, UTC)) as c:
+            far = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp())
+            c.add_certificate(second, _st(Family.SIGN_CARD, not_after=far), Family.SIGN_CARD,
+                              bytes(40))  # fmt: skip
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert main(_argv(setup, HOLDER.hex(), "--facts-key-file", str(setup["key"]))) == 0
+    out, err = capsys.readouterr()
+    states = {c["serial"]: c["facts_state"] for c in json.loads(out)["certificates"]}
+    assert states["10"] == "opened" and states["12"] == "damaged"
+    assert "1 sealed facts value(s)" in err and HOLDER.hex() not in err
+
+
+def test_disclose_reads_the_holder_from_standard_input_with_dash(
+    setup: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--holder -``: the holder key read from standard input, out of the command line
+    (``ps``, /proc/<pid>/cmdline) that other local users may list; ill-formed input refused
+    without echo."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(HOLDER.hex() + "\n"))
+    capsys.readouterr()
+    assert main(_argv(setup, "-")) == 0
+    assert json.loads(capsys.readouterr().out)["holder"] == HOLDER.hex()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Tanaka Taro\n"))
+    assert main(_argv(setup, "-")) == 2
+    o, err = capsys.readouterr()
+    assert o == "" and "64 hex digits" in err and "Tanaka" not in err

@@ -445,3 +445,29 @@ def test_act_18_3_an_expired_certificates_facts_are_never_given_even_while_still
     # and the expired certificate asked about directly: none other is in effect either
     resp, got = api.record_info(ref(SC, 0xD2))
     assert resp.status == 200 and got["result"] == "none-exists", got
+
+
+def test_facts_erased_by_a_builder_whose_clock_runs_ahead_give_none_exists_not_503(
+    api: Api,
+) -> None:
+    """The builder erases a certificate's facts the second after its notAfter by its own clock
+    (`crlbuilder.factskept`); a responder whose clock lags still deems it in effect. Within
+    `EXPIRY_SKEW` of its notAfter, facts absent mean the builder saw it expire: none-exists,
+    nothing counted (it answered 503 "could not be opened" for the skew's seconds). Absent
+    facts of a certificate ending later are still a 503; facts present within the skew are
+    still given."""
+    d2 = sf.status_key(SC, 0xD2)
+    _ends_at(api, d2, T + 2)
+    resp, got = api.record_info(ref(SC, 0xD1))
+    assert resp.status == 200 and got["result"] == "provided", got  # facts still there
+    sealed = api.reader.facts.pop(d2)
+    api.ledger.counted.clear()
+    resp, got = api.record_info(ref(SC, 0xD1))
+    assert resp.status == 200 and got["result"] == "none-exists" and got.get("record") is None
+    assert api.ledger.counted == []
+    _ends_at(api, d2, T + recordinfo.EXPIRY_SKEW)
+    assert api.record_info(ref(SC, 0xD1))[1]["result"] == "none-exists"
+    _ends_at(api, d2, T + recordinfo.EXPIRY_SKEW + 1)  # beyond the skew: the store is damaged
+    resp, got = api.record_info(ref(SC, 0xD1))
+    assert resp.status == 503 and got["rule"] == "unavailable", got
+    api.reader.facts[d2] = sealed

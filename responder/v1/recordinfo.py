@@ -30,8 +30,14 @@ Then, in this order, so that a party without consent learns nothing:
   naming registered 署名検証者等 only): ``not-provided``, whether or not a current
   certificate exists;
 - no certificate of the same family in effect now: ``none-exists``;
+- the facts of that certificate erased by the builder because it expired by the builder's
+  clock, which runs ahead of this responder's (no facts under its key and its notAfter
+  within `EXPIRY_SKEW`, five minutes, of now): ``none-exists`` too, as it is a moment later
+  by this clock (a 503 then would call a whole store damaged; decided in the audit of the
+  facts' erasure at expiry, `crlbuilder.factskept`);
 - else ``provided``, with its issuer, serial, validity and the four facts (503 when
-  this responder holds no facts key, ``store.facts_key_file``: only a record needs it).
+  this responder holds no facts key, ``store.facts_key_file``: only a record needs it; 503
+  when the facts are absent or do not open).
 
 The facts are opened (AES-GCM, `crlbuilder.seal.FactsCipher`) only here, only for
 this answer; they are never logged, never cached, never part of a problem. One
@@ -214,6 +220,26 @@ def record_of(current: Current, issuer_id: str, facts: FourFacts) -> Record:
     )
 
 
+EXPIRY_SKEW: Final = 300
+"""Seconds by which the builder's clock may be ahead of this responder's when it erases the
+facts of a certificate that expired by its clock (`crlbuilder.factskept`: the second after
+notAfter): the allowance the product gives clocks elsewhere (`CLOCK_SKEW` of the CRL import
+and of signature validation, five minutes)."""
+
+
+def erased_at_its_end(reader: StoreReader, current: Current, now: float) -> bool:
+    """Whether the facts of ``current`` (in effect by this responder's clock) are absent
+    because the builder, its clock ahead, erased them at the certificate's end: no facts
+    sealed under its key and its notAfter within `EXPIRY_SKEW` of ``now``. The builder judged
+    the certificate expired (§15(1)(5), §16-14(1)(5)); the answer is then "none exists", as it
+    is a second or so later here, and not a 503 for a store that is whole. Facts absent from a
+    certificate ending later are a damaged store (503); facts present are given, whatever
+    the skew."""
+    return (
+        current.status.not_after - now <= EXPIRY_SKEW and reader.sealed_facts(current.key) is None
+    )
+
+
 def open_facts(cipher: FactsCipher, reader: StoreReader, key: bytes) -> FourFacts | None:
     """The facts sealed for the certificate under ``key``; None when absent or unopenable
     (another key, altered bytes): the caller answers 503 and says nothing more."""
@@ -293,6 +319,11 @@ def handle(request: RecordInfoRequest, ctx: Context) -> Reply[RecordInfoResponse
     verdict = decide(reader, st, ctx.party.id, now)
     if isinstance(verdict, Result):
         body = RecordInfoResponse(result=verdict, article=ARTICLE, store=store_ref(reader))
+        return Reply(body, family=family.value)
+    if erased_at_its_end(reader, verdict, now):  # the builder's clock ahead of ours
+        body = RecordInfoResponse(
+            result=Result.NONE_EXISTS, article=ARTICLE, store=store_ref(reader)
+        )
         return Reply(body, family=family.value)
     if env.cipher is None:  # only a record to give needs the key
         return NO_FACTS_KEY

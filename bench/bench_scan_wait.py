@@ -1,0 +1,124 @@
+"""How long a revocation read during the retention scan waits behind it, on a copy of a store.
+
+    python -m bench.bench_build --holders 100000 --dir DIR --out bench/results/build.json
+    python -m bench.bench_scan_wait --dir DIR
+
+The builder is one process with one writer: a revocation record read while the erasure past
+retention scans (when its agenda runs out, every 30 days, or goes stale: an upgrade) is
+committed after the scan's write transaction. On a copy of ``DIR/store``, per run: the agenda
+made stale (another digest), the erasure (the scan) and right after it one revocation
+committed, as the follow loop does them; the revocation's wait is the erasure's wall time.
+The same with the pass over the sealed four facts left out (`crlbuilder.factskept`, what the
+facts' erasure at expiry added to the scan), and the revocation alone. Prints JSON (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from crlbuilder import retention as agenda
+from crlbuilder.apply import Applier, from_epoch
+from crlbuilder.config import load_config
+from crlbuilder.ingest import Quarantine, decode_item
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import LmdbReader
+from crlbuilder.store.writer import Commit
+from responder.v1.certref import issuer_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(work: Path, scratch: Path, runs: int) -> dict[str, object]:
+    (scratch / "store").mkdir(parents=True)
+    shutil.copy(work / "store" / "data.mdb", scratch / "store" / "data.mdb")
+    summary = json.loads((work / "pop" / "summary.json").read_text())
+    as_of = int(datetime.fromisoformat(summary["as_of"]).timestamp())
+    retention = load_config(ROOT / "config" / "builder.toml").crl.retention_period_days
+    key = bytes.fromhex((work / "facts.key").read_text().strip())
+    store = Store.open(scratch / "store", readonly=False, map_size=1 << 33)
+    with store.read() as r:
+        ids = issuer_ids(r)
+        goods = [
+            k
+            for k, st in r.statuses()
+            if st.state == sf.STATE_GOOD and st.not_after > as_of + 10**6
+        ][: 3 * runs + 1]
+        sealed = r.count(sf.DB_HOLDERS)
+
+    def applier() -> Applier:
+        return Applier(store, facts_key=key, quarantine=Quarantine(scratch / "q.jsonl"),
+                       notices_path=scratch / "notices.jsonl")  # fmt: skip
+
+    def revoke(now: int) -> float:
+        k = goods.pop()
+        index, serial = sf.split_status_key(k)
+        rec = {"type": "revocation-request", "id": f"wait-{len(goods)}", "serial": serial,
+               "recorded_at": from_epoch(now).isoformat(), "issuer": ids[index],
+               "reason": "application"}  # fmt: skip
+        ap = applier()
+        t = time.perf_counter()
+        ap.commit([decode_item("bench", 1, msgspec.json.encode(rec))])
+        took = time.perf_counter() - t
+        if ap.summary.applied != 1:
+            raise SystemExit("the revocation was not applied (quarantined: see q.jsonl)")
+        return took
+
+    def behind_scan(now: int) -> float:
+        with Commit(store, lambda: from_epoch(now)) as c:  # stale: another digest
+            c.rebuild_retention(agenda.scanned(now - 86_400, "0" * 32), [])
+        t = time.perf_counter()
+        applier().erase_past_retention(now, retention, keep_time=False, agenda=True)
+        waited = time.perf_counter() - t
+        revoke(now)
+        return waited
+
+    now = as_of + 60
+    try:
+        alone = [revoke(now + i) for i in range(runs)]
+        wait = [behind_scan(now + i) for i in range(runs)]
+        real = LmdbReader.sealed_ends
+
+        def nothing(self: LmdbReader) -> Iterator[tuple[bytes, int | None, int]]:
+            return iter(())
+
+        LmdbReader.sealed_ends = nothing  # type: ignore[method-assign]
+        try:
+            without = [behind_scan(now + runs + i) for i in range(runs)]
+        finally:
+            LmdbReader.sealed_ends = real  # type: ignore[method-assign]
+    finally:
+        store.close()
+    return {
+        "sealed_entries": sealed,
+        "revocation_alone_s": [round(x, 3) for x in alone],
+        "wait_behind_scan_s": [round(x, 3) for x in wait],
+        "wait_behind_scan_without_facts_pass_s": [round(x, 3) for x in without],
+        "median_wait_s": round(statistics.median(wait), 3),
+        "median_wait_without_facts_pass_s": round(statistics.median(without), 3),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--dir", type=Path, required=True, help="bench_build's --dir")
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="jpki-scan-wait-") as scratch:
+        out = measure(args.dir, Path(scratch), args.runs)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
