@@ -70,7 +70,9 @@ def test_a_principal_is_added_without_an_agreement_and_shown_with_its_contractor
     assert f"contractor {CONTRACTOR}" in capsys.readouterr().out
 
 
-def test_a_delegation_is_cleared_and_set_again(reg: Path) -> None:
+def test_a_delegation_is_cleared_and_set_again(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     certify(reg)
     assert act(reg, "add", "city-1", *PRINCIPAL) == 0
     before = reg.read_bytes()
@@ -84,15 +86,22 @@ def test_a_delegation_is_cleared_and_set_again(reg: Path) -> None:
     assert e.notification is not None and e.notification.filed_by is None
     assert all(getattr(t, "delegated_to", None) is None for t in e.title)
     assert Registry.load(reg).parties["city-1"].contractor is None
-    # delegated again: its own certification goes, its own agreement stays until dropped
-    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR) == 0
+    # delegated again: the contractor's agreement is deemed its own on both sides (Ord
+    # §29(4), §60(2)), so its own agreement, which covers them, is refused until dropped
+    before = reg.read_bytes()
+    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR) == 2
+    err = capsys.readouterr().err
+    assert "party 'city-1': agreement.services: " in err and "--drop-agreement" in err
+    assert reg.read_bytes() == before
+    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR, "--drop-agreement") == 0
     e = entry(reg, "city-1")
     assert all(getattr(t, "certified_until", 0) is None for t in e.title)
-    assert Registry.load(reg).parties["city-1"].agreement_holder is None
-    assert act(reg, "update", "city-1", "--drop-agreement") == 0
     assert Registry.load(reg).parties["city-1"].agreement_holder == CONTRACTOR
-    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-4:]]
-    assert last == [("add", "city-1")] + [("update", "city-1")] * 3
+    # nor may it make one: there is no side left for it
+    assert act(reg, "update", "city-1", "--liability", "its own terms") == 2
+    assert "no agreement of its own to make" in capsys.readouterr().err
+    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-3:]]
+    assert last == [("add", "city-1")] + [("update", "city-1")] * 2
 
 
 def test_a_delegation_the_law_does_not_allow_is_refused_unchanged(
@@ -118,7 +127,8 @@ def test_a_user_verifier_principal_of_a_sign_only_contractor_needs_its_own_agree
     reg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Ord §60(2): only a contractor that is a 利用者証明検証者 itself has its agreement deemed
-    the principal's for that title."""
+    the principal's for that title: the principal's own agreement covers that side only, the
+    contractor's is deemed its own on the sign side (Ord §29(4))."""
     assert act(reg, "update", "sig-verifier", "--category", "6", "--certified-until",
                "2099-12-31") == 0  # fmt: skip
     flags = [f.replace(CONTRACTOR, "sig-verifier") for f in PRINCIPAL]
@@ -126,8 +136,12 @@ def test_a_user_verifier_principal_of_a_sign_only_contractor_needs_its_own_agree
     assert "'sig-verifier' is not a 利用者証明検証者" in capsys.readouterr().err
     assert act(reg, "add", "city-2", *flags, "--liability", "its own terms") == 0
     party = Registry.load(reg).parties["city-2"]
-    assert party.contractor == "sig-verifier" and party.agreement_holder is None
+    assert party.contractor == "sig-verifier" and party.agreement_holder == "sig-verifier"
     e = entry(reg, "city-2")
+    assert e.agreement is not None
+    assert set(e.agreement.services) == {"auth-revocation-info", "auth-crl-file",
+                                         "corresponding-auth-serial"}  # fmt: skip
+    assert "sign-revocation-info" in party.grants and "auth-revocation-info" in party.grants
     assert any(isinstance(t, UserVerifierTitle) and t.delegated_to for t in e.title)
 
 
@@ -142,3 +156,27 @@ def test_the_help_cites_the_ordinance(capsys: pytest.CaptureFixture[str]) -> Non
         run("update", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "--no-delegation" in out and "--drop-agreement" in out
+
+
+def test_a_contractor_is_ended_only_after_its_principals(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end` of a contractor a principal still rests on is refused, naming the
+    principal, the field and the way out, nothing written nor audited; once the principal is
+    ended (or moved), the contractor ends. A contractor's re-categorisation is refused the
+    same way, naming the principal."""
+    certify(reg)
+    assert act(reg, "add", "city-1", *PRINCIPAL) == 0
+    capsys.readouterr()
+    before, lines = reg.read_bytes(), len(audit_lines(reg))
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn") == 2
+    err = capsys.readouterr().err
+    assert f"party 'city-1': ended: its contractor {CONTRACTOR!r} ends at" in err
+    assert "registry end city-1" in err and "--no-delegation" in err
+    assert act(reg, "update", CONTRACTOR, "--category", "5") == 2
+    assert "party 'city-1': title.delegated_to:" in capsys.readouterr().err
+    assert reg.read_bytes() == before and len(audit_lines(reg)) == lines
+    assert act(reg, "end", "city-1", "--reason", "withdrawn") == 0
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn") == 0
+    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-2:]]
+    assert last == [("end", "city-1"), ("end", CONTRACTOR)]
