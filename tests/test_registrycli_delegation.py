@@ -142,6 +142,15 @@ def test_a_user_verifier_principal_of_a_sign_only_contractor_needs_its_own_agree
     assert set(e.agreement.services) == {"auth-revocation-info", "auth-crl-file",
                                          "corresponding-auth-serial"}  # fmt: skip
     assert "sign-revocation-info" in party.grants and "auth-revocation-info" in party.grants
+    capsys.readouterr()
+    assert act(reg, "show", "city-2") == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "agreement that counts: its contractor's, deemed its own for signature-verifier "
+        "(Ord §29(4), §60(2)): sig-verifier, its own for the rest"
+    ) in shown
+    assert act(reg, "show", "city-2", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["deemed"] == ["signature-verifier"]
     assert any(isinstance(t, UserVerifierTitle) and t.delegated_to for t in e.title)
 
 
@@ -156,6 +165,11 @@ def test_the_help_cites_the_ordinance(capsys: pytest.CaptureFixture[str]) -> Non
         run("update", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "--no-delegation" in out and "--drop-agreement" in out
+    assert "less what its contractor's agreement covers, Ord §29(4), §60(2)" in out
+    with pytest.raises(SystemExit):
+        run("end", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a contractor's (電子署名等確認業務受託者, Ord §29) is refused while a principal" in out
 
 
 def test_a_contractor_is_ended_only_after_its_principals(

@@ -1841,7 +1841,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("end", help="end provision to a party (final once in effect)")
     _common(p, writes=True)
-    p.add_argument("--id", required=True, help="the party whose provision ends")
+    p.add_argument(
+        "--id",
+        required=True,
+        help="the party whose provision ends; a contractor's (電子署名等確認業務受託者, Ord §29) "
+        "is refused while a principal naming it would outlive it: end or move those first",
+    )
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")
     p.add_argument("--at", type=_instant, help="default: now")
