@@ -112,18 +112,30 @@ AUTH_AGREEMENT: dict[str, Any] = {
 """A principal's own agreement for its 利用者証明検証者 title only (Act §36(2))."""
 
 
-def test_an_agreement_of_its_own_where_the_contractors_is_deemed_is_refused() -> None:
+def test_an_agreement_of_its_own_where_the_contractors_is_deemed_does_not_count() -> None:
     """Ord §29(4), §60(2) deem the contractor's agreement the principal's (みなす: by law,
-    whatever else was agreed): an agreement of the principal's own that covers a side the
-    contractor's covers is refused, naming the field, the services and the way out."""
-    own = {**principal(), "agreement": {**AUTH_AGREEMENT, "services": ["sign-revocation-info"],
-                                        "families": ["sign-card"], "methods": ["ocsp"]}}  # fmt: skip
-    msg = refused(text(contractor(), own))
-    assert "party 'city': agreement.services: sign-revocation-info: its contractor 'acme'" in msg
-    assert "Ord §29(4)" in msg and "--drop-agreement" in msg
+    whatever else was agreed): what an agreement of the principal's own names on a side the
+    contractor's covers is not served under it, and a warning names the party, the field,
+    the services and the way out."""
+    narrow = {**AUTH_AGREEMENT, "services": ["sign-revocation-info"], "families": ["sign-card"],
+              "methods": ["ocsp"]}  # fmt: skip
+    reg = build(text(contractor(), {**principal(), "agreement": narrow}))
+    city = reg.parties["city"]
+    assert city.deemed == {Title.SIGNATURE_VERIFIER, Title.USER_VERIFIER}
+    # the contractor's grant, not the principal's narrower one
+    assert city.grants[Service.SIGN_REVOCATION_INFO].families == {
+        Family.SIGN_CARD,
+        Family.SIGN_MOBILE,
+    }
+    (warning,) = reg.warnings
+    assert (
+        "party 'city': agreement.services: sign-revocation-info: its contractor 'acme'" in warning
+    )
+    assert "Ord §29(4)" in warning and "--drop-agreement" in warning
     # nor its own for the auth side, when the contractor is a 利用者証明検証者 too
-    msg = refused(text(contractor(), {**principal(), "agreement": AUTH_AGREEMENT}))
-    assert "agreement.services: auth-crl-file, auth-revocation-info" in msg and "Ord §60(2)" in msg
+    (warning,) = build(text(contractor(), {**principal(), "agreement": AUTH_AGREEMENT})).warnings
+    assert "agreement.services: auth-crl-file, auth-revocation-info" in warning
+    assert "Ord §60(2)" in warning
 
 
 def test_a_principal_of_a_sign_only_contractor_has_one_agreement_per_side() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from responder.registry.lookup import Registry
 from responder.registry.schema import PartyEntry, UserVerifierTitle
+from responder.registry.vocabulary import Service, Title
 from tests.test_registrycli import act, audit_lines, reg, run
 
 __all__ = ["reg"]  # the fixture, used by name
@@ -87,21 +88,23 @@ def test_a_delegation_is_cleared_and_set_again(
     assert all(getattr(t, "delegated_to", None) is None for t in e.title)
     assert Registry.load(reg).parties["city-1"].contractor is None
     # delegated again: the contractor's agreement is deemed its own on both sides (Ord
-    # §29(4), §60(2)), so its own agreement, which covers them, is refused until dropped
-    before = reg.read_bytes()
-    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR) == 2
+    # §29(4), §60(2)), so its own agreement, which covers them, counts no more: said until
+    # dropped
+    capsys.readouterr()
+    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR) == 0
     err = capsys.readouterr().err
-    assert "party 'city-1': agreement.services: " in err and "--drop-agreement" in err
-    assert reg.read_bytes() == before
-    assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR, "--drop-agreement") == 0
+    assert "warning: " in err and "--drop-agreement" in err
+    assert "party 'city-1': agreement.services: " in err
     e = entry(reg, "city-1")
     assert all(getattr(t, "certified_until", 0) is None for t in e.title)
     assert Registry.load(reg).parties["city-1"].agreement_holder == CONTRACTOR
+    assert act(reg, "update", "city-1", "--drop-agreement") == 0
+    assert "warning" not in capsys.readouterr().err
     # nor may it make one: there is no side left for it
     assert act(reg, "update", "city-1", "--liability", "its own terms") == 2
     assert "no agreement of its own to make" in capsys.readouterr().err
-    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-3:]]
-    assert last == [("add", "city-1")] + [("update", "city-1")] * 2
+    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-4:]]
+    assert last == [("add", "city-1")] + [("update", "city-1")] * 3
 
 
 def test_a_delegation_the_law_does_not_allow_is_refused_unchanged(
@@ -194,3 +197,29 @@ def test_a_contractor_is_ended_only_after_its_principals(
     assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn") == 0
     last = [(line["action"], line["party"]) for line in audit_lines(reg)[-2:]]
     assert last == [("end", "city-1"), ("end", CONTRACTOR)]
+
+
+def test_a_contractor_takes_up_the_title_its_principal_agreed_itself(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 署名検証者-only contractor becomes a 利用者証明検証者 too: its agreement is then its
+    principal's on the auth side (Ord §60(2)). The change is taken with a warning naming the
+    principal's own auth services, which the principal then drops: no dead end (refused, the
+    contractor's change would wait for the drop, which its still needed agreement refuses)."""
+    assert act(reg, "update", "sig-verifier", "--category", "6", "--certified-until",
+               "2099-12-31") == 0  # fmt: skip
+    flags = [f.replace(CONTRACTOR, "sig-verifier") for f in PRINCIPAL]
+    assert act(reg, "add", "city-2", *flags, "--liability", "its own terms") == 0
+    assert act(reg, "update", "city-2", "--drop-agreement") == 2  # still needed for auth
+    capsys.readouterr()
+    assert act(reg, "update", "sig-verifier", "--title", "signature-verifier", "--title",
+               "user-verifier", "--category", "6", "--certified-until", "2099-12-31",
+               "--service", "sign-revocation-info", "--service", "auth-revocation-info",
+               "--method", "ocsp") == 0  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: " in err and "party 'city-2': agreement.services: auth-crl-file" in err
+    city = Registry.load(reg).parties["city-2"]
+    assert city.deemed == {Title.SIGNATURE_VERIFIER, Title.USER_VERIFIER}
+    assert set(city.grants) == {Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO}
+    assert act(reg, "update", "city-2", "--drop-agreement") == 0
+    assert "warning" not in capsys.readouterr().err

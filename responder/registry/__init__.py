@@ -141,7 +141,8 @@ Decisions recorded here (the tests hold them):
   ``certified_until``, no group or member title, and delegating nothing itself (one
   level). ``filed_by`` names that contractor or nothing. For each delegated title whose
   kind the contractor holds, the contractor's agreement is the principal's (Ord §29(4),
-  §60(2), deemed by law: an agreement of its own naming that side is refused); for any
+  §60(2), deemed by law: what an agreement of its own names there is not served under it,
+  and a warning says so); for any
   other it needs its own. Its quotas are the contractor's (the tighter of both with an
   agreement of its own), counted once for both (`Party.quota_id`). It starts no earlier
   and ends no later than its contractor. Its grants end with the contractor's

@@ -26,10 +26,13 @@ test_registrycli_delegation.py and test_delegation_app.py hold them):
 - The agreement that counts, per side: Ord §29(4) (§60(2)) deems the contractor's agreement
   the principal's for its 署名検証者 (利用者証明検証者) title when the contractor is a 署名検証者
   (利用者証明検証者) itself. The deeming (みなす) is the law's, not a default: on that side the
-  contractor's agreement is the principal's, whatever else was agreed, so a principal's own
-  ``[party.agreement]`` naming a service of that side is refused (``agreement.services``; a
-  principal whose every delegated title is covered so has no agreement of its own: ``registry
-  update --drop-agreement``). A delegated title whose kind the contractor does not hold is
+  contractor's agreement is the principal's, whatever else was agreed: the services a
+  principal's own ``[party.agreement]`` names on that side are not served under it, and every
+  registry command warns, naming ``agreement.services`` and the way out (``registry update
+  --drop-agreement`` when nothing else is left; `registry add|update` makes no agreement
+  there). A warning, not a refusal: a contractor that takes up the title a principal agreed
+  itself would otherwise be refused, and the principal's agreement could not be dropped
+  before (it was still needed), a dead end. A delegated title whose kind the contractor does not hold is
   agreed by the principal itself (Act §17(4), §36(2)): without its own agreement the principal
   is refused and told so. The deemed agreement gives the principal the contractor's grants for
   the services its own titles may receive (a principal that is no 利用者証明検証者 gets no auth
@@ -209,16 +212,14 @@ def principal(
             return own
     else:
         clash = sorted(s.value for s in e.agreement.services if s in deemed)
-        if clash:
-            err(
-                e.id,
-                "agreement.services",
-                f"{', '.join(clash)}: its contractor {cid!r}'s agreement is this party's on "
-                f"that side, deemed by law ({', '.join(sorted(DEEMING[k] for k in deemed_kinds))}), "
-                "so it has no agreement of its own there; remove these services (or the whole "
-                "agreement: `registry update --drop-agreement`)",
+        if clash:  # a warning: refused, a contractor taking up a title would be stuck
+            warn(
+                f"party {e.id!r}: agreement.services: {', '.join(clash)}: its contractor "
+                f"{cid!r}'s agreement is this party's on that side, deemed by law "
+                f"({', '.join(sorted(DEEMING[k] for k in deemed_kinds))}), so these are not "
+                "served under an agreement of its own; remove them (or the whole agreement: "
+                "`registry update --drop-agreement`)"
             )
-            return own
     grants = {s: g for s, g in own.grants.items() if s not in deemed}
     served = own
     if deemed_kinds:
