@@ -223,3 +223,23 @@ def test_a_contractor_takes_up_the_title_its_principal_agreed_itself(
     assert set(city.grants) == {Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO}
     assert act(reg, "update", "city-2", "--drop-agreement") == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_contractor_is_ended_with_its_principals_in_one_change(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end --with-principals`: the contractor and each principal that would outlive
+    it end at the same instant, in one change, each audited, the principals under Ord §29(1);
+    a party that is no contractor is told to give no --with-principals."""
+    certify(reg)
+    assert act(reg, "add", "city-1", *PRINCIPAL) == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrawn", "--with-principals") == 2
+    assert "give no --with-principals" in capsys.readouterr().err
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn", "--with-principals") == 0
+    out = capsys.readouterr().out
+    assert f"ended: {CONTRACTOR}, city-1" in out or f"ended: city-1, {CONTRACTOR}" in out
+    c, p = entry(reg, CONTRACTOR), entry(reg, "city-1")
+    assert c.ended is not None and p.ended is not None and c.ended.at == p.ended.at
+    assert p.ended.article == "Ord §29(1)" and c.ended.article is None
+    last = {(line["action"], line["party"]) for line in audit_lines(reg)[-2:]}
+    assert last == {("end", CONTRACTOR), ("end", "city-1")}

@@ -25,7 +25,8 @@ principal added with it gets no agreement of its own unless an agreement flag as
 contractor's does not cover (the rest is deemed by law, Ord §29(4), §60(2)), and ``update
 --drop-agreement`` removes one. `show` and `list` name the contractor; like every change, it
 is checked, audited and, with ``--nats``, put in the shared registry. `end` of a contractor
-is refused while a principal naming it would outlive it (end or move the principal first).
+is refused while a principal naming it would outlive it (end or move the principal first, or
+``end --with-principals``: the contractor and those principals in one change).
 
 A party's state changes through its own command only: its suspensions (提供の停止) through
 `suspend` and `resume` (which cancels only a suspension not begun), its end of provision
@@ -117,7 +118,7 @@ from responder.registry.audit import (
     verify_audit,
 )
 from responder.registry.auditkey import AuditKey, AuditKeyError, key_path_for, load_key
-from responder.registry.delegation import SIDE
+from responder.registry.delegation import SIDE, contractor_of
 from responder.registry.demo import (
     registry_from_manifest,
 )
@@ -1034,15 +1035,49 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_end(args: argparse.Namespace) -> int:
-    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
+    """End a party; with ``--with-principals``, a contractor and, in the same change, each
+    principal naming it that would outlive it (Ord §29(1): their deemed certification ends
+    with the contractor's provision), under "Ord §29(1)"."""
+    path = _registry_path(args)
+
+    def mutate(data: RegistryFile) -> RegistryFile:
         now = _now_jst(clock())
+        at = args.at or now
+        e = _existing(data, args.id)
         if e.ended is not None and e.ended.at <= now:  # one still to come may be moved
             raise CommandError(f"party {args.id!r} has already ended (final)")
-        d["ended"] = {"at": args.at or now, "reason": args.reason}
-        if args.article:
-            d["ended"]["article"] = args.article
+        ends = [
+            (
+                e,
+                {"at": at, "reason": args.reason}
+                | ({"article": args.article} if args.article else {}),
+            )
+        ]
+        if args.with_principals:
+            principals = [
+                p for p in data.parties
+                if isinstance(p, PartyEntry) and contractor_of(p) == args.id
+                and (p.ended is None or p.ended.at > at)
+            ]  # fmt: skip
+            if not principals:
+                raise CommandError(
+                    f"party {args.id!r} is no contractor of a party that outlives it: give no --with-principals"
+                )
+            ends += [
+                (p, {"at": at, "reason": args.reason, "article": "Ord §29(1)"}) for p in principals
+            ]
+        for entry, ended in ends:
+            d = entry_to_builtins(entry)
+            d["ended"] = ended
+            data.parties[data.parties.index(entry)] = _to_entry(d, str(path))
+        return data
 
-    return _edit_party(args, "end", "ended", edit)
+    outcome = change(
+        path, mutate, action="end", actor=args.actor, audit=args.audit, shared=_shared(args),
+        key_file=args.audit_key, correction=args.correction,
+    )  # fmt: skip
+    _report(outcome, path, "ended")
+    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -1845,7 +1880,15 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--id",
         required=True,
         help="the party whose provision ends; a contractor's (電子署名等確認業務受託者, Ord §29) "
-        "is refused while a principal naming it would outlive it: end or move those first",
+        "is refused while a principal naming it would outlive it: end or move those first, "
+        "or give --with-principals",
+    )
+    p.add_argument(
+        "--with-principals",
+        action="store_true",
+        help="a contractor: end, in the same change and at the same instant, each principal "
+        "naming it that would outlive it (article Ord §29(1): their deemed certification "
+        "ends with the contractor's provision)",
     )
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")

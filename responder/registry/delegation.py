@@ -60,7 +60,9 @@ test_registrycli_delegation.py and test_delegation_app.py hold them):
 - Dates: a principal starts no earlier than its contractor's notified start, and ends no
   later than its contractor's end of provision (``ended``); a file (so a `registry end` of the
   contractor) that breaks either is refused naming the principal, the field and the way out
-  (end the principal too, or move it: ``update --delegated-to`` another, ``--no-delegation``).
+  (end the principal too, or move it: ``update --delegated-to`` another, ``--no-delegation``;
+  ``registry end --with-principals`` ends the contractor and those principals in one change).
+  No automatic cascade: the 機構 may rather move a principal to another contractor.
   Both are dates in the file: time passing refuses nothing.
 - The deemed certification lasts while the contractor's does: every grant of a delegated
   side ends at the end of the contractor's ``certified_until`` (of its title of the same kind
