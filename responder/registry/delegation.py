@@ -32,9 +32,9 @@ test_registrycli_delegation.py and test_delegation_app.py hold them):
   --drop-agreement`` when nothing else is left; `registry add|update` makes no agreement
   there). A warning, not a refusal: a contractor that takes up the title a principal agreed
   itself would otherwise be refused, and the principal's agreement could not be dropped
-  before (it was still needed), a dead end. A delegated title whose kind the contractor does not hold is
-  agreed by the principal itself (Act §17(4), §36(2)): without its own agreement the principal
-  is refused and told so. The deemed agreement gives the principal the contractor's grants for
+  before (it was still needed), a dead end. A delegated title whose kind the contractor does
+  not hold is agreed by the principal itself (Act §17(4), §36(2)): without its own agreement
+  the principal is refused and told so. The deemed agreement gives the principal the contractor's grants for
   the services its own titles may receive (a principal that is no 利用者証明検証者 gets no auth
   service, nor ``corresponding-serial``), never the 特定利用者証明検証者証明符号 (its agreement is
   of Act §38-3(3), which Ord §29(4) and §60(2) do not deem). `Party.deemed` names the titles
