@@ -761,7 +761,7 @@ class JpkiApp:
         job = got.job
         family = job.families[0].value
         party = got.party.id
-        signed = self.signing.sign(party, job)
+        signed = self.signing.sign(got.party.fair_id, job)  # one share per contractor
         if signed is None:  # the party's share of the signer is taken: RFC 6960 tryLater
             self._give_back(got)
             req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)

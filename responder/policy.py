@@ -388,12 +388,13 @@ def cycle_refusal(party: Party, service: Service) -> Refused:
 def agreement_article(party: Party, service: Service) -> str:
     """The article requiring the agreement that covers ``service`` for this party (and, for
     its contractor's agreement deemed its own, the provision that deems it)."""
-    deemed = party.agreement_holder is not None
     if service in AUTH_SIDE:
+        deemed = Title.USER_VERIFIER in party.deemed
         return "Act §36(2), Ord §60(2)" if deemed else "Act §36(2)"
     if service in SIGN_SIDE:
         if Title.SIGNATURE_VERIFIER not in party.titles:
             return "Act §17(6)"
+        deemed = Title.SIGNATURE_VERIFIER in party.deemed
         return "Act §17(4), Ord §29(4)" if deemed else "Act §17(4)"
     return "Act §38-3(3)"
 

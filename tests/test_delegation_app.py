@@ -117,3 +117,31 @@ def test_a_delegated_principal_is_served_and_counted_under_its_own_id(app: JpkiA
     assert problem["title"] == "suspended" and problem["article"] == "Act §18(6)(1)"
     assert answer(app, get(b"/crl/sign-card-g1-delta.crl")).status == 403
     assert counted(app) == served
+
+
+def test_a_contractors_principals_share_one_fair_share(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signing threads and the /v1 batch thread are shared fairly per body whose systems
+    make the requests: a principal's turn is its contractor's (`Party.fair_id`, Ord §29(1)),
+    so a contractor with many principals has one share, not one per principal."""
+    registry(app, "update", CONTRACTOR, "--category", "6", "--certified-until", "2099-12-31")
+    registry(app, "add", "city-1", "--name", "テスト市", "--address", "どこか", "--office",
+             "どこか", "--start", "2016-01-01", "--title", "signature-verifier", "--category",
+             "6", "--delegated-to", CONTRACTOR, "--filed-by", CONTRACTOR,
+             "--token-sha256", hashlib.sha256(TOKEN).hexdigest())  # fmt: skip
+    shares: list[str] = []
+
+    def full(party: str, *_: object) -> None:  # every share taken: refused, key recorded
+        shares.append(party)
+
+    monkeypatch.setattr(app.signing, "sign", full)
+    monkeypatch.setattr(app.v1_pool, "submit", full)
+    resp = answer(app, post(b"/ocsp", b"application/ocsp-request", one_certid_request(app)))
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "TRY_LATER"
+    big = [{"issuer": "sign-card-g1", "serial": f"{n:X}"} for n in range(1, 1200)]
+    body = msgspec.json.encode({"entries": big})
+    assert len(body) >= 32 << 10  # answered in the batch thread
+    resp = answer(app, post(b"/v1/status", b"application/json", body))
+    assert resp.status == 429 and msgspec.json.decode(resp.body)["title"] == "fair_share"
+    assert shares == [CONTRACTOR, CONTRACTOR]

@@ -13,8 +13,14 @@ from responder.limits import Limit
 from responder.policy import ALLOWED, Refused, Rule, decide, limit_refusal
 from responder.registry.party import Party, day_end
 from responder.registry.vocabulary import Method, Service
-from tests.test_registry import NOW, build, text, verifier
-from tests.test_registry_delegation import CERTIFIED_UNTIL, contractor, principal, sign_only
+from tests.test_registry import NOW, build, text
+from tests.test_registry_delegation import (
+    AUTH_AGREEMENT,
+    CERTIFIED_UNTIL,
+    contractor,
+    principal,
+    sign_only,
+)
 
 SIGN = (Service.SIGN_REVOCATION_INFO, Family.SIGN_CARD, Method.OCSP)
 CRL = (Service.SIGN_CRL_FILE, Family.SIGN_MOBILE, Method.CRL_FILE)
@@ -65,7 +71,7 @@ def test_refused_once_the_contractors_certification_lapses() -> None:
     certified_until every service is refused as ended, its own agreement or not."""
     last_second = day_end(CERTIFIED_UNTIL) - 1
     for p in (city(contractor(), principal()),
-              city(contractor(), {**principal(), "agreement": verifier("x")["agreement"]})):  # fmt: skip
+              city(sign_only(contractor()), {**principal(), "agreement": AUTH_AGREEMENT})):  # fmt: skip
         assert rule(p, *SIGN, now=last_second) is None
         for what in (SIGN, AUTH, CRL):
             assert rule(p, *what, now=last_second + 1) == (Rule.ENDED, "Ord §29(1)"), what
@@ -95,20 +101,30 @@ def test_refused_while_the_contractor_is_suspended() -> None:
 
 def test_a_contractor_without_the_title_leaves_the_principal_its_own_agreement() -> None:
     """A contractor that is a 署名検証者 only deems no agreement for the principal's
-    利用者証明検証者 title (Ord §60(2)): the principal's own agreement counts for it, whose
-    content decides (here: no auth CRL file)."""
+    利用者証明検証者 title (Ord §60(2)): the principal's own agreement counts for that side,
+    whose content decides (here: no auth mobile family), and its refusals cite Act §36(2)
+    alone; the sign side is the contractor's agreement, deemed (Ord §29(4))."""
     own = principal()
     own["agreement"] = {
-        "services": ["sign-revocation-info", "auth-revocation-info"],
-        "families": ["sign-card", "auth-card"],
+        "services": ["auth-revocation-info"],
+        "families": ["auth-card"],
         "methods": ["ocsp"],
         "liability": "its own",
     }
     p = city(sign_only(contractor()), own)
-    assert p.agreement_holder is None
+    assert p.agreement_holder == "acme"
     assert rule(p, *SIGN) is None and rule(p, *AUTH) is None
     assert rule(p, Service.AUTH_REVOCATION_INFO, Family.AUTH_MOBILE, Method.OCSP) == (
         Rule.UNAUTHORIZED_FAMILY,
         "Act §36(2)",
     )
-    assert rule(p, *CRL) == (Rule.UNAUTHORIZED_SERVICE, "Act §17(4)")
+    assert rule(p, Service.AUTH_CRL_FILE, Family.AUTH_CARD, Method.CRL_FILE) == (
+        Rule.UNAUTHORIZED_SERVICE,
+        "Act §36(2)",
+    )
+    assert rule(p, *CRL) is None
+    narrow = sign_only(contractor())
+    narrow["agreement"] = {**narrow["agreement"], "services": ["sign-revocation-info"],
+                           "methods": ["ocsp"]}  # fmt: skip
+    p = city(narrow, own)
+    assert rule(p, *CRL) == (Rule.UNAUTHORIZED_SERVICE, "Act §17(4), Ord §29(4)")

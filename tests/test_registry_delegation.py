@@ -15,8 +15,8 @@ import pytest
 from crlbuilder.model import Family
 from responder.limits import Limit, LimitsTable
 from responder.quotagauges import QuotaCollector
-from responder.registry.party import day_end
-from responder.registry.vocabulary import Service
+from responder.registry.party import day_end, day_start
+from responder.registry.vocabulary import Service, Title
 from tests.test_registry import NOW, build, group, refused, text, verifier
 
 CERTIFIED_UNTIL = date(2026, 3, 31)
@@ -100,41 +100,114 @@ def test_the_deemed_agreement_gives_what_the_principals_titles_receive() -> None
     assert city.families == {Family.SIGN_CARD, Family.SIGN_MOBILE}
 
 
-def test_a_principal_with_its_own_agreement_keeps_it_and_its_own_quotas() -> None:
-    own = principal()
-    own["agreement"] = {
-        "services": ["sign-revocation-info"],
-        "families": ["sign-card"],
-        "methods": ["ocsp"],
-        "requests_per_second": 7,
-        "liability": "its own",
+AUTH_AGREEMENT: dict[str, Any] = {
+    "services": ["auth-revocation-info", "auth-crl-file"],
+    "families": ["auth-card", "auth-mobile"],
+    "methods": ["ocsp", "crl-file"],
+    "requests_per_second": 7,
+    "provisions_per_day": 900,
+    "crl_cycle_seconds": 7200,
+    "liability": "its own",
+}
+"""A principal's own agreement for its 利用者証明検証者 title only (Act §36(2))."""
+
+
+def test_an_agreement_of_its_own_where_the_contractors_is_deemed_does_not_count() -> None:
+    """Ord §29(4), §60(2) deem the contractor's agreement the principal's (みなす: by law,
+    whatever else was agreed): what an agreement of the principal's own names on a side the
+    contractor's covers is not served under it, and a warning names the party, the field,
+    the services and the way out."""
+    narrow = {**AUTH_AGREEMENT, "services": ["sign-revocation-info"], "families": ["sign-card"],
+              "methods": ["ocsp"]}  # fmt: skip
+    reg = build(text(contractor(), {**principal(), "agreement": narrow}))
+    city = reg.parties["city"]
+    assert city.deemed == {Title.SIGNATURE_VERIFIER, Title.USER_VERIFIER}
+    # the contractor's grant, not the principal's narrower one
+    assert city.grants[Service.SIGN_REVOCATION_INFO].families == {
+        Family.SIGN_CARD,
+        Family.SIGN_MOBILE,
     }
-    city = build(text(contractor(), own)).parties["city"]
-    assert city.contractor == "acme" and city.agreement_holder is None
-    assert city.quota_id == "city" and city.requests_per_second == 7
-    assert set(city.grants) == {Service.SIGN_REVOCATION_INFO}
+    (warning,) = reg.warnings
+    assert (
+        "party 'city': agreement.services: sign-revocation-info: its contractor 'acme'" in warning
+    )
+    assert "Ord §29(4)" in warning and "--drop-agreement" in warning
+    # nor its own for the auth side, when the contractor is a 利用者証明検証者 too
+    (warning,) = build(text(contractor(), {**principal(), "agreement": AUTH_AGREEMENT})).warnings
+    assert "agreement.services: auth-crl-file, auth-revocation-info" in warning
+    assert "Ord §60(2)" in warning
+
+
+def test_a_principal_of_a_sign_only_contractor_has_one_agreement_per_side() -> None:
+    """A contractor that is a 署名検証者 only: the sign side is agreed by its agreement, deemed
+    the principal's (Ord §29(4)); the auth side by the principal's own (Act §36(2)). The
+    quotas are the tighter of the two, counted under the contractor's id (the contractor's
+    systems make every request); the cycle the longer."""
+    acme = sign_only(contractor())
+    city = build(text(acme, {**principal(), "agreement": AUTH_AGREEMENT})).parties["city"]
+    assert city.agreement_holder == "acme" and city.quota_id == "acme"
+    assert city.deemed == {Title.SIGNATURE_VERIFIER}
+    assert set(city.grants) == {
+        Service.SIGN_REVOCATION_INFO,
+        Service.SIGN_CRL_FILE,
+        Service.AUTH_REVOCATION_INFO,
+        Service.AUTH_CRL_FILE,
+    }
+    assert city.grants[Service.SIGN_CRL_FILE].families == {Family.SIGN_CARD, Family.SIGN_MOBILE}
+    assert (city.requests_per_second, city.requests_per_day, city.provisions_per_day) == (
+        7,
+        1000,
+        500,
+    )
+    assert city.crl_cycle_seconds == 7200
+    # the auth side rests on the contractor's one certification, shown on its sign title
+    assert city.grants[Service.AUTH_REVOCATION_INFO].until == day_end(CERTIFIED_UNTIL)
 
 
 def test_the_deemed_certification_ends_with_the_contractors() -> None:
     """Ord §29(1): the principal is deemed certified while its contractor is: every grant
     ends with the contractor's certified_until, with its own agreement too."""
     end = day_end(CERTIFIED_UNTIL)
-    for p in (principal(), {**principal(), "agreement": contractor()["agreement"]}):
-        city = build(text(contractor(), p)).parties["city"]
+    for c, p in ((contractor(), principal()),
+                 (sign_only(contractor()), {**principal(), "agreement": AUTH_AGREEMENT})):  # fmt: skip
+        city = build(text(c, p)).parties["city"]
         assert {g.until for g in city.grants.values()} == {end}
         assert city.may_receive(Family.SIGN_CARD, end - 1)
         assert not city.may_receive(Family.SIGN_CARD, end)
         # the file loads once the day has passed (time refuses no file), saying so
-        assert build(text(contractor(), p), now=end - 1).warnings == ()
-        (warning,) = build(text(contractor(), p), now=end).warnings
+        assert build(text(c, p), now=end - 1).warnings == ()
+        (warning,) = build(text(c, p), now=end).warnings
         assert "party 'city': its contractor 'acme'" in warning and "Ord §29(1)" in warning
 
 
-def test_a_contractor_that_ends_takes_its_principals_grants_with_it() -> None:
+def test_a_contractor_ends_only_once_its_principals_end_or_move() -> None:
+    """A contractor's end of provision ends the deemed certification its principals rest on
+    (Ord §29(1)): a file whose contractor ends while a principal naming it goes on is refused,
+    naming the principal, the field and the way out; ended with it (or before), it loads."""
     at = datetime(2025, 7, 1, tzinfo=UTC)
-    acme = contractor(ended={"at": at, "reason": "notification withdrawn"})
-    city = build(text(acme, principal())).parties["city"]
+    ended = {"at": at, "reason": "notification withdrawn"}
+    acme = contractor(ended=ended)
+    msg = refused(text(acme, principal()))
+    assert "party 'city': ended: its contractor 'acme' ends at 2025-07-01" in msg
+    assert "registry end city" in msg and "--no-delegation" in msg
+    later = {**ended, "at": datetime(2025, 7, 2, tzinfo=UTC)}
+    assert "party 'city': ended:" in refused(text(acme, principal(ended=later)))
+    city = build(text(acme, principal(ended=ended))).parties["city"]
+    assert city.end == at.timestamp()
     assert {g.until for g in city.grants.values()} == {at.timestamp()}
+
+
+def test_a_principal_starts_no_earlier_than_its_contractor() -> None:
+    """The contractor's systems do the principal's whole work (Ord §29(1)): a principal whose
+    notified start is before its contractor's is refused, naming the field."""
+    late = contractor()
+    late["notification"] = {**late["notification"], "start": date(2025, 4, 2)}
+    early = principal()
+    early["notification"] = {**early["notification"], "start": date(2025, 4, 1)}
+    msg = refused(text(late, early))
+    assert "party 'city': notification.start: 2025-04-01 is before its contractor 'acme'" in msg
+    same = {**early, "notification": {**early["notification"], "start": date(2025, 4, 2)}}
+    assert build(text(late, same)).parties["city"].start == day_start(date(2025, 4, 2))
 
 
 def test_the_contractors_suspension_stops_its_principals_same_side() -> None:
@@ -148,10 +221,12 @@ def test_the_contractors_suspension_stops_its_principals_same_side() -> None:
     assert Service.SIGN_REVOCATION_INFO in w.services
     assert not city.may_receive(Family.SIGN_CARD, NOW)
     assert city.may_receive(Family.AUTH_CARD, NOW)
-    # a principal under its own agreement too: the contractor does its work all the same
-    own = {**principal(), "agreement": verifier("x")["agreement"]}
-    city = build(text(contractor(suspension=[susp]), own)).parties["city"]
-    assert city.agreement_holder is None and not city.may_receive(Family.SIGN_CARD, NOW)
+    # a sign-only contractor's suspension stops the sign side; the auth side, agreed by the
+    # principal itself, goes on (the 機構 may suspend the principal itself, as any party)
+    own = {**principal(), "agreement": AUTH_AGREEMENT}
+    city = build(text(sign_only(contractor(suspension=[susp])), own)).parties["city"]
+    assert city.deemed == {Title.SIGNATURE_VERIFIER}
+    assert not city.may_receive(Family.SIGN_CARD, NOW) and city.may_receive(Family.AUTH_CARD, NOW)
     carried = build(text(contractor(suspension=[{**susp, "carry_over": True}]), principal()))
     city = carried.parties["city"]
     assert {w.article for w in city.suspensions} == {"Act §18(6)(1)", "Act §37(4)(6)"}
@@ -170,11 +245,6 @@ def test_a_contractor_without_the_title_deems_no_agreement_for_it() -> None:
     msg = refused(text(acme, principal()))
     assert "party 'city': agreement: required" in msg
     assert "'acme' is not a 利用者証明検証者" in msg and "Ord §60(2)" in msg
-    own = {**principal(), "agreement": verifier("x")["agreement"]}
-    city = build(text(acme, own)).parties["city"]
-    assert city.agreement_holder is None and Service.AUTH_REVOCATION_INFO in city.grants
-    # the auth side rests on the contractor's one certification, shown on its sign title
-    assert city.grants[Service.AUTH_REVOCATION_INFO].until == day_end(CERTIFIED_UNTIL)
 
 
 def _titles(t: dict[str, Any], **over: Any) -> dict[str, Any]:

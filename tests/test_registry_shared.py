@@ -372,3 +372,41 @@ def test_sync_fails_at_once_without_follow_or_with_an_address_that_is_none(
     assert out.stderr.startswith("responder registry sync: error: ") and says in out.stderr
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
     assert not b.exists()
+
+
+def test_a_principal_reaches_another_node_only_with_its_contractor(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Delegation (Ord §29, §60) over the shared registry: the bucket holds whole files, each
+    checked before it is put, so a principal is never on a node without the contractor entry
+    it rests on. A contractor certified on node a's file alone (no ``--nats``) is not what a
+    shared change starts from: the principal is refused there, nothing written anywhere; once
+    the certification is shared, principal and contractor reach node b in one revision."""
+    a, b = tmp_path / "a" / "registry.toml", tmp_path / "b" / "registry.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    nats = ["--nats", cluster.source, "--bucket", "REG_T9"]
+    registry("update", "--registry", str(a), "--id", "auth-verifier", "--office", "x", *nats)
+    certify = ["update", "--registry", str(a), "--id", "both-verifier", "--category", "6",
+               "--certified-until", "2099-12-31"]  # fmt: skip
+    registry(*certify)  # node a's file only
+    add = ["add", "--registry", str(a), "--id", "city-1", "--name", "テスト市", "--address",
+           "どこか", "--office", "どこか", "--start", "2024-04-01", "--title",
+           "signature-verifier", "--category", "6", "--delegated-to", "both-verifier",
+           "--new-token", *nats]  # fmt: skip
+    shared = SharedRegistry(cluster.source, "REG_T9")
+    try:
+        first = shared.get()
+        assert first is not None
+        out = registry(*add, check=False)
+        assert out.returncode == 2 and "is not certified under Act §17(1) item 6" in out.stderr
+        assert (now := shared.get()) is not None and now.revision == first.revision
+        assert "city-1" not in Registry.load(a).parties
+        registry(*certify, *nats)
+        registry(*add)
+        registry("sync", "--registry", str(b), *nats)
+        city = Registry.load(b).parties["city-1"]
+        assert city.contractor == "both-verifier" and city.agreement_holder == "both-verifier"
+    finally:
+        shared.close()

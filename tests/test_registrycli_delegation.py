@@ -10,6 +10,7 @@ import pytest
 
 from responder.registry.lookup import Registry
 from responder.registry.schema import PartyEntry, UserVerifierTitle
+from responder.registry.vocabulary import Service, Title
 from tests.test_registrycli import act, audit_lines, reg, run
 
 __all__ = ["reg"]  # the fixture, used by name
@@ -70,7 +71,9 @@ def test_a_principal_is_added_without_an_agreement_and_shown_with_its_contractor
     assert f"contractor {CONTRACTOR}" in capsys.readouterr().out
 
 
-def test_a_delegation_is_cleared_and_set_again(reg: Path) -> None:
+def test_a_delegation_is_cleared_and_set_again(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     certify(reg)
     assert act(reg, "add", "city-1", *PRINCIPAL) == 0
     before = reg.read_bytes()
@@ -84,13 +87,22 @@ def test_a_delegation_is_cleared_and_set_again(reg: Path) -> None:
     assert e.notification is not None and e.notification.filed_by is None
     assert all(getattr(t, "delegated_to", None) is None for t in e.title)
     assert Registry.load(reg).parties["city-1"].contractor is None
-    # delegated again: its own certification goes, its own agreement stays until dropped
+    # delegated again: the contractor's agreement is deemed its own on both sides (Ord
+    # §29(4), §60(2)), so its own agreement, which covers them, counts no more: said until
+    # dropped
+    capsys.readouterr()
     assert act(reg, "update", "city-1", "--delegated-to", CONTRACTOR) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "--drop-agreement" in err
+    assert "party 'city-1': agreement.services: " in err
     e = entry(reg, "city-1")
     assert all(getattr(t, "certified_until", 0) is None for t in e.title)
-    assert Registry.load(reg).parties["city-1"].agreement_holder is None
-    assert act(reg, "update", "city-1", "--drop-agreement") == 0
     assert Registry.load(reg).parties["city-1"].agreement_holder == CONTRACTOR
+    assert act(reg, "update", "city-1", "--drop-agreement") == 0
+    assert "warning" not in capsys.readouterr().err
+    # nor may it make one: there is no side left for it
+    assert act(reg, "update", "city-1", "--liability", "its own terms") == 2
+    assert "no agreement of its own to make" in capsys.readouterr().err
     last = [(line["action"], line["party"]) for line in audit_lines(reg)[-4:]]
     assert last == [("add", "city-1")] + [("update", "city-1")] * 3
 
@@ -118,7 +130,8 @@ def test_a_user_verifier_principal_of_a_sign_only_contractor_needs_its_own_agree
     reg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Ord §60(2): only a contractor that is a 利用者証明検証者 itself has its agreement deemed
-    the principal's for that title."""
+    the principal's for that title: the principal's own agreement covers that side only, the
+    contractor's is deemed its own on the sign side (Ord §29(4))."""
     assert act(reg, "update", "sig-verifier", "--category", "6", "--certified-until",
                "2099-12-31") == 0  # fmt: skip
     flags = [f.replace(CONTRACTOR, "sig-verifier") for f in PRINCIPAL]
@@ -126,8 +139,21 @@ def test_a_user_verifier_principal_of_a_sign_only_contractor_needs_its_own_agree
     assert "'sig-verifier' is not a 利用者証明検証者" in capsys.readouterr().err
     assert act(reg, "add", "city-2", *flags, "--liability", "its own terms") == 0
     party = Registry.load(reg).parties["city-2"]
-    assert party.contractor == "sig-verifier" and party.agreement_holder is None
+    assert party.contractor == "sig-verifier" and party.agreement_holder == "sig-verifier"
     e = entry(reg, "city-2")
+    assert e.agreement is not None
+    assert set(e.agreement.services) == {"auth-revocation-info", "auth-crl-file",
+                                         "corresponding-auth-serial"}  # fmt: skip
+    assert "sign-revocation-info" in party.grants and "auth-revocation-info" in party.grants
+    capsys.readouterr()
+    assert act(reg, "show", "city-2") == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "agreement that counts: its contractor's, deemed its own for signature-verifier "
+        "(Ord §29(4), §60(2)): sig-verifier, its own for the rest"
+    ) in shown
+    assert act(reg, "show", "city-2", "--format", "json") == 0
+    assert json.loads(capsys.readouterr().out)["deemed"] == ["signature-verifier"]
     assert any(isinstance(t, UserVerifierTitle) and t.delegated_to for t in e.title)
 
 
@@ -142,3 +168,78 @@ def test_the_help_cites_the_ordinance(capsys: pytest.CaptureFixture[str]) -> Non
         run("update", "--help")
     out = " ".join(capsys.readouterr().out.split())
     assert "--no-delegation" in out and "--drop-agreement" in out
+    assert "less what its contractor's agreement covers, Ord §29(4), §60(2)" in out
+    with pytest.raises(SystemExit):
+        run("end", "--help")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a contractor's (電子署名等確認業務受託者, Ord §29) is refused while a principal" in out
+
+
+def test_a_contractor_is_ended_only_after_its_principals(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end` of a contractor a principal still rests on is refused, naming the
+    principal, the field and the way out, nothing written nor audited; once the principal is
+    ended (or moved), the contractor ends. A contractor's re-categorisation is refused the
+    same way, naming the principal."""
+    certify(reg)
+    assert act(reg, "add", "city-1", *PRINCIPAL) == 0
+    capsys.readouterr()
+    before, lines = reg.read_bytes(), len(audit_lines(reg))
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn") == 2
+    err = capsys.readouterr().err
+    assert f"party 'city-1': ended: its contractor {CONTRACTOR!r} ends at" in err
+    assert "registry end city-1" in err and "--no-delegation" in err
+    assert act(reg, "update", CONTRACTOR, "--category", "5") == 2
+    assert "party 'city-1': title.delegated_to:" in capsys.readouterr().err
+    assert reg.read_bytes() == before and len(audit_lines(reg)) == lines
+    assert act(reg, "end", "city-1", "--reason", "withdrawn") == 0
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn") == 0
+    last = [(line["action"], line["party"]) for line in audit_lines(reg)[-2:]]
+    assert last == [("end", "city-1"), ("end", CONTRACTOR)]
+
+
+def test_a_contractor_takes_up_the_title_its_principal_agreed_itself(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 署名検証者-only contractor becomes a 利用者証明検証者 too: its agreement is then its
+    principal's on the auth side (Ord §60(2)). The change is taken with a warning naming the
+    principal's own auth services, which the principal then drops: no dead end (refused, the
+    contractor's change would wait for the drop, which its still needed agreement refuses)."""
+    assert act(reg, "update", "sig-verifier", "--category", "6", "--certified-until",
+               "2099-12-31") == 0  # fmt: skip
+    flags = [f.replace(CONTRACTOR, "sig-verifier") for f in PRINCIPAL]
+    assert act(reg, "add", "city-2", *flags, "--liability", "its own terms") == 0
+    assert act(reg, "update", "city-2", "--drop-agreement") == 2  # still needed for auth
+    capsys.readouterr()
+    assert act(reg, "update", "sig-verifier", "--title", "signature-verifier", "--title",
+               "user-verifier", "--category", "6", "--certified-until", "2099-12-31",
+               "--service", "sign-revocation-info", "--service", "auth-revocation-info",
+               "--method", "ocsp") == 0  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: " in err and "party 'city-2': agreement.services: auth-crl-file" in err
+    city = Registry.load(reg).parties["city-2"]
+    assert city.deemed == {Title.SIGNATURE_VERIFIER, Title.USER_VERIFIER}
+    assert set(city.grants) == {Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO}
+    assert act(reg, "update", "city-2", "--drop-agreement") == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_contractor_is_ended_with_its_principals_in_one_change(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end --with-principals`: the contractor and each principal that would outlive
+    it end at the same instant, in one change, each audited, the principals under Ord §29(1);
+    a party that is no contractor is told to give no --with-principals."""
+    certify(reg)
+    assert act(reg, "add", "city-1", *PRINCIPAL) == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrawn", "--with-principals") == 2
+    assert "give no --with-principals" in capsys.readouterr().err
+    assert act(reg, "end", CONTRACTOR, "--reason", "withdrawn", "--with-principals") == 0
+    out = capsys.readouterr().out
+    assert f"ended: {CONTRACTOR}, city-1" in out or f"ended: city-1, {CONTRACTOR}" in out
+    c, p = entry(reg, CONTRACTOR), entry(reg, "city-1")
+    assert c.ended is not None and p.ended is not None and c.ended.at == p.ended.at
+    assert p.ended.article == "Ord §29(1)" and c.ended.article is None
+    last = {(line["action"], line["party"]) for line in audit_lines(reg)[-2:]}
+    assert last == {("end", CONTRACTOR), ("end", "city-1")}

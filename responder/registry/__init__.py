@@ -139,10 +139,13 @@ Decisions recorded here (the tests hold them):
   (``delegated_to``) and carry no ``certified_until``: it is deemed certified while the
   contractor is, a registered party holding a verifier title of category 6 with
   ``certified_until``, no group or member title, and delegating nothing itself (one
-  level). ``filed_by`` names that contractor or nothing. Without an agreement of its own
-  the principal is served under the contractor's, for each delegated title whose kind the
-  contractor holds (Ord §29(4), §60(2); else it needs its own), with the contractor's
-  quotas, counted once for both (`Party.quota_id`). Its grants end with the contractor's
+  level). ``filed_by`` names that contractor or nothing. For each delegated title whose
+  kind the contractor holds, the contractor's agreement is the principal's (Ord §29(4),
+  §60(2), deemed by law: what an agreement of its own names there is not served under it,
+  and a warning says so); for any
+  other it needs its own. Its quotas are the contractor's (the tighter of both with an
+  agreement of its own), counted once for both (`Party.quota_id`). It starts no earlier
+  and ends no later than its contractor. Its grants end with the contractor's
   certification or end of provision, and the contractor's suspensions stop the same side
   of it. All of this is computed when the file is checked, into the principal's `Party`:
   every service path reads only that, so each sees the agreement that counts.

@@ -21,9 +21,12 @@ A delegation of the whole verification work to a certified contractor (Ord §29,
 verifier titles, their own ``certified_until`` removed) and ``--filed-by ID`` (the contractor
 filed the notification, Ord §29(3), §60(1)), and ended with ``update --no-delegation``; a
 principal added with it gets no agreement of its own unless an agreement flag asks for one
-(it is served under its contractor's), and ``update --drop-agreement`` removes one. `show`
-and `list` name the contractor; like every change, it is checked, audited and, with
-``--nats``, put in the shared registry.
+(it is served under its contractor's), an agreement made for it defaults to the side its
+contractor's does not cover (the rest is deemed by law, Ord §29(4), §60(2)), and ``update
+--drop-agreement`` removes one. `show` and `list` name the contractor; like every change, it
+is checked, audited and, with ``--nats``, put in the shared registry. `end` of a contractor
+is refused while a principal naming it would outlive it (end or move the principal first, or
+``end --with-principals``: the contractor and those principals in one change).
 
 A party's state changes through its own command only: its suspensions (提供の停止) through
 `suspend` and `resume` (which cancels only a suspension not begun), its end of provision
@@ -115,6 +118,7 @@ from responder.registry.audit import (
     verify_audit,
 )
 from responder.registry.auditkey import AuditKey, AuditKeyError, key_path_for, load_key
+from responder.registry.delegation import SIDE, contractor_of
 from responder.registry.demo import (
     registry_from_manifest,
 )
@@ -614,10 +618,16 @@ def _cert_ref(cert: Path, registry: Path) -> str:
 
 
 def _apply_flags(
-    base: dict[str, Any], args: argparse.Namespace, *, registry: Path, new: bool
+    base: dict[str, Any],
+    args: argparse.Namespace,
+    *,
+    registry: Path,
+    new: bool,
+    data: RegistryFile | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``base`` (a party as builtins) with the command line's changes; and the fresh tokens
-    to print once, as (label, token)."""
+    to print once, as (label, token). ``data``: the registry it goes into (a contractor it
+    delegates to is read there)."""
     d = dict(base)
     d["id"] = args.id
     if args.name is not None:
@@ -645,6 +655,7 @@ def _apply_flags(
         d["title"] = [{**t, **_title_fields(args, t["kind"])} for t in d.get("title", [])]
     _delegation(d, args)
     kinds = frozenset(Title(t["kind"]) for t in d["title"] if t["kind"] in {x.value for x in Title})
+    deemed = _deemed_services(d, kinds, data)
     # agreement (取決め)
     member_only = kinds == {Title.SIGNATURE_CONFIRMER}
     delegating = any(t.get("delegated_to") for t in d["title"])
@@ -685,7 +696,13 @@ def _apply_flags(
                 agreement.pop(key, None)
             elif value is not None:
                 agreement[key] = value
-        allowed = title_services(kinds)
+        allowed = title_services(kinds) - deemed
+        if deemed and not allowed:
+            raise CommandError(
+                f"party {args.id!r}: its contractor's agreement is deemed its own on every side "
+                "it delegates (Ord §29(4), §60(2)): it has no agreement of its own to make; give "
+                "no agreement flag"
+            )
         known = {x.value for x in Service}
         if args.service is None and fresh:
             agreement["services"] = [x.value for x in Service if x in allowed]
@@ -772,6 +789,20 @@ def _apply_flags(
             tokens[i] = (label, tokens[i][1])
     d["credential"] = creds + added
     return d, tokens
+
+
+def _deemed_services(
+    d: dict[str, Any], kinds: frozenset[Title], data: RegistryFile | None
+) -> frozenset[Service]:
+    """The services the party's contractor's agreement covers for it, deemed its own (Ord
+    §29(4), §60(2)): the sides of its delegated titles whose kind the contractor holds. Its
+    own agreement, if any, covers only the rest (`responder.registry.delegation`)."""
+    cid = next((t["delegated_to"] for t in d["title"] if t.get("delegated_to")), None)
+    c = data.find(cid) if data is not None and cid is not None else None
+    if not isinstance(c, PartyEntry):
+        return frozenset()
+    held = {t.TITLE for t in c.title}
+    return frozenset().union(*(SIDE[k] for k in kinds & held if k in SIDE))
 
 
 def _delegation(d: dict[str, Any], args: argparse.Namespace) -> None:
@@ -880,7 +911,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         if data.find(args.id) is not None:
             raise CommandError(f"party {args.id!r} is already registered (use `registry update`)")
         base = _party_from_file(args.from_file, args.id, path) if args.from_file else {}
-        d, tokens = _apply_flags(base, args, registry=path, new=True)
+        d, tokens = _apply_flags(base, args, registry=path, new=True, data=data)
         data.parties.append(_to_entry(d, str(path)))
         return data
 
@@ -904,7 +935,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         if args.from_file:  # a form of the notification and agreement: the state stays
             state = {k: base[k] for k in _STATE_ACTIONS if k in base}
             base = {**state, **_party_from_file(args.from_file, args.id, path)}
-        d, tokens = _apply_flags(base, args, registry=path, new=False)
+        d, tokens = _apply_flags(base, args, registry=path, new=False, data=data)
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
 
@@ -1004,15 +1035,49 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_end(args: argparse.Namespace) -> int:
-    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
+    """End a party; with ``--with-principals``, a contractor and, in the same change, each
+    principal naming it that would outlive it (Ord §29(1): their deemed certification ends
+    with the contractor's provision), under "Ord §29(1)"."""
+    path = _registry_path(args)
+
+    def mutate(data: RegistryFile) -> RegistryFile:
         now = _now_jst(clock())
+        at = args.at or now
+        e = _existing(data, args.id)
         if e.ended is not None and e.ended.at <= now:  # one still to come may be moved
             raise CommandError(f"party {args.id!r} has already ended (final)")
-        d["ended"] = {"at": args.at or now, "reason": args.reason}
-        if args.article:
-            d["ended"]["article"] = args.article
+        ends = [
+            (
+                e,
+                {"at": at, "reason": args.reason}
+                | ({"article": args.article} if args.article else {}),
+            )
+        ]
+        if args.with_principals:
+            principals = [
+                p for p in data.parties
+                if isinstance(p, PartyEntry) and contractor_of(p) == args.id
+                and (p.ended is None or p.ended.at > at)
+            ]  # fmt: skip
+            if not principals:
+                raise CommandError(
+                    f"party {args.id!r} is no contractor of a party that outlives it: give no --with-principals"
+                )
+            ends += [
+                (p, {"at": at, "reason": args.reason, "article": "Ord §29(1)"}) for p in principals
+            ]
+        for entry, ended in ends:
+            d = entry_to_builtins(entry)
+            d["ended"] = ended
+            data.parties[data.parties.index(entry)] = _to_entry(d, str(path))
+        return data
 
-    return _edit_party(args, "end", "ended", edit)
+    outcome = change(
+        path, mutate, action="end", actor=args.actor, audit=args.audit, shared=_shared(args),
+        key_file=args.audit_key, correction=args.correction,
+    )  # fmt: skip
+    _report(outcome, path, "ended")
+    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -1204,8 +1269,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         print(f"# state now: {_state(party, now)}")
         if party.contractor is not None:
+            kinds = sorted(t.value for t in party.deemed)
             agreement = (
-                f"its contractor's, deemed its own (Ord §29(4), §60(2)): {party.agreement_holder}"
+                f"its contractor's, deemed its own for {' and '.join(kinds)} (Ord §29(4), "
+                f"§60(2)): {party.agreement_holder}"
+                + (
+                    ", its own for the rest"
+                    if isinstance(entry, PartyEntry) and entry.agreement is not None
+                    else ""
+                )
                 if party.agreement_holder is not None
                 else "its own"
             )
@@ -1217,11 +1289,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delegation_view(party: Party) -> dict[str, str | None]:
-    """Whom the party delegates its work to (Ord §29) and whose agreement counts for it."""
+def _delegation_view(party: Party) -> dict[str, str | list[str] | None]:
+    """Whom the party delegates its work to (Ord §29) and whose agreement counts for it
+    (``deemed``: the titles whose agreement is its contractor's, Ord §29(4), §60(2))."""
     return {
         "contractor": party.contractor,
         "agreement_of": party.agreement_holder or party.id,
+        "deemed": sorted(t.value for t in party.deemed),
     }
 
 
@@ -1600,9 +1674,10 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         help="signature-verifier, user-verifier of category 6: the certified contractor "
         "(電子署名等確認業務受託者) the party entrusts its whole verification work to, named on "
         "both titles; the party is deemed certified while the contractor is (its own "
-        "--certified-until removed), its contractor's suspensions stop it, and without an "
-        "agreement of its own it is served under the contractor's, sharing its quotas "
-        "(Ord §29, §60)",
+        "--certified-until removed), its contractor's suspensions stop it, and on each side "
+        "whose kind the contractor holds it is served under the contractor's agreement, "
+        "deemed its own, sharing its quotas (Ord §29, §60); its own agreement covers only "
+        "the other side",
     )
     if update:
         g.add_argument(
@@ -1638,7 +1713,8 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         help="specified-user-verifier: when the approval was revoked (Act §38-2(6))",
     )
     g = p.add_argument_group(
-        "agreement (取決め, Ord §31, §33, §62); defaults: all the titles allow"
+        "agreement (取決め, Ord §31, §33, §62); defaults: all the titles allow (for a "
+        "principal, less what its contractor's agreement covers, Ord §29(4), §60(2))"
     )
     g.add_argument(
         "--service", action="append", choices=[s.value for s in Service],
@@ -1680,7 +1756,7 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
             "--drop-agreement",
             action="store_true",
             help="remove the party's own agreement: a principal (--delegated-to) is then served "
-            "under its contractor's, deemed its own (Ord §29(4), §60(2))",
+            "under its contractor's only, deemed its own (Ord §29(4), §60(2))",
         )
     g = p.add_argument_group("credentials")
     g.add_argument(
@@ -1800,7 +1876,20 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("end", help="end provision to a party (final once in effect)")
     _common(p, writes=True)
-    p.add_argument("--id", required=True, help="the party whose provision ends")
+    p.add_argument(
+        "--id",
+        required=True,
+        help="the party whose provision ends; a contractor's (電子署名等確認業務受託者, Ord §29) "
+        "is refused while a principal naming it would outlive it: end or move those first, "
+        "or give --with-principals",
+    )
+    p.add_argument(
+        "--with-principals",
+        action="store_true",
+        help="a contractor: end, in the same change and at the same instant, each principal "
+        "naming it that would outlive it (article Ord §29(1): their deemed certification "
+        "ends with the contractor's provision)",
+    )
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")
     p.add_argument("--at", type=_instant, help="default: now")

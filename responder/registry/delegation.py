@@ -1,7 +1,7 @@
 """Delegation of the whole verification work to a certified contractor (Ord §29, §60): its checks and the party it makes.
 
 A body that entrusts the whole of its 電子署名等確認業務 (the confirmation work of Act §17(1)
-item 6, Ord §28(1)) to one body certified under that item (the 電子署名等確認業務受託者,
+item 6, so named in Ord §28 item 1) to one body certified under that item (the 電子署名等確認業務受託者,
 "contractor") is deemed certified under item 6 itself (the 電子署名等確認業務委託者,
 "principal", Ord §29(1)). The contractor may file the principal's notification in its place
 (Ord §29(3) sign side, §60(1) auth side), and when the contractor is itself a 署名検証者
@@ -23,22 +23,47 @@ test_registrycli_delegation.py and test_delegation_app.py hold them):
   with ``certified_until`` (its certification under item 6, which covers both kinds of
   confirmation, Act §17(1)(6)), no group or member title, and delegates nothing itself.
 - ``filed_by``, when given, is the contractor: only it files in a principal's place.
-- The agreement that counts: the principal's own ``[party.agreement]`` when it has one (an
-  agreement it concluded itself), else the contractor's, deemed its own, for each delegated
-  title whose kind the contractor holds (Ord §29(4) for the 署名検証者 title, §60(2) for the
-  利用者証明検証者 one). A principal without an agreement whose contractor lacks the kind of
-  a delegated title is refused: it needs its own. The deemed agreement gives the principal
-  the contractor's grants for the services its own titles may receive (a principal that is
-  no 利用者証明検証者 gets no auth service, nor ``corresponding-serial``), never the
-  特定利用者証明検証者証明符号 (its agreement is of Act §38-3(3), which Ord §29(4) and §60(2)
-  do not deem).
+- The agreement that counts, per side: Ord §29(4) (§60(2)) deems the contractor's agreement
+  the principal's for its 署名検証者 (利用者証明検証者) title when the contractor is a 署名検証者
+  (利用者証明検証者) itself. The deeming (みなす) is the law's, not a default: on that side the
+  contractor's agreement is the principal's, whatever else was agreed: the services a
+  principal's own ``[party.agreement]`` names on that side are not served under it, and every
+  registry command warns, naming ``agreement.services`` and the way out (``registry update
+  --drop-agreement`` when nothing else is left; `registry add|update` makes no agreement
+  there). A warning, not a refusal: a contractor that takes up the title a principal agreed
+  itself would otherwise be refused, and the principal's agreement could not be dropped
+  before (it was still needed), a dead end. A delegated title whose kind the contractor does
+  not hold is agreed by the principal itself (Act §17(4), §36(2)): without its own agreement
+  the principal is refused and told so. The deemed agreement gives the principal the contractor's grants for
+  the services its own titles may receive (a principal that is no 利用者証明検証者 gets no auth
+  service, nor ``corresponding-serial``), never the 特定利用者証明検証者証明符号 (its agreement is
+  of Act §38-3(3), which Ord §29(4) and §60(2) do not deem). `Party.deemed` names the titles
+  whose agreement is the contractor's; refusals cite the deeming provision for those only.
+  (The first version let a principal's own agreement replace the deemed one on every side: a
+  misreading of みなす, corrected by the audit of this module.)
 - Quotas under a deemed agreement are shared: the contractor's agreement sets them once for
   the systems that make every request it makes, for itself and for each principal, so the
   principal's requests and provisions count against the contractor's (`Party.quota_id`: one
-  set of counters in `responder.limits`). A contractor cannot multiply what the 機構 agreed to
-  provide by registering principals. The CRL cycle (周期) stays per recipient: each principal
-  receives its own copy of a file, which the ledger counts for it. A principal with its own
-  agreement has its own quotas.
+  set of counters in `responder.limits`, read by the per-second, per-day and provisions
+  bounds and by both quota gauges). A contractor cannot multiply what the 機構 agreed to
+  provide by registering principals. A principal with its own agreement for the side its
+  contractor does not cover is bounded by the tighter of the two agreements' quotas (and the
+  longer CRL cycle), still counted under the contractor's id: the counters are per party, not
+  per side, and counting under the tighter bound passes neither agreement. The CRL cycle (周期)
+  stays per recipient: each principal receives its own copy of a file, which the ledger
+  counts for it. When the contractor holds neither of the principal's kinds, nothing is
+  deemed: the principal's own agreement and quotas count, under its own id.
+- Fair shares of the worker's signing and batch threads are per body whose systems make the
+  requests (`Party.fair_id`: the contractor for a principal), not per party: a contractor
+  with many principals gets one share, as any other party (its principals' requests all come
+  from its systems, Ord §29(1)).
+- Dates: a principal starts no earlier than its contractor's notified start, and ends no
+  later than its contractor's end of provision (``ended``); a file (so a `registry end` of the
+  contractor) that breaks either is refused naming the principal, the field and the way out
+  (end the principal too, or move it: ``update --delegated-to`` another, ``--no-delegation``;
+  ``registry end --with-principals`` ends the contractor and those principals in one change).
+  No automatic cascade: the 機構 may rather move a principal to another contractor.
+  Both are dates in the file: time passing refuses nothing.
 - The deemed certification lasts while the contractor's does: every grant of a delegated
   side ends at the end of the contractor's ``certified_until`` (of its title of the same kind
   when it holds one, else of its other category-6 title), and at the contractor's end of
@@ -57,8 +82,10 @@ test_registrycli_delegation.py and test_delegation_app.py hold them):
   credentials (held by the contractor), so the principal is the one authenticated, decided
   for and counted (帳簿, Act §40; 報告書, Act §41, Ord §71, §72) under its own id; the
   contractor's own credentials act for the contractor only.
-- The principal's own notified start date governs when it is served; the Ord §28(1) criteria
-  it must meet (§29(1)) and the contractor's report to the minister (§29(2)) are not the
+- The principal's own notified start date governs when it is served (no earlier than its
+  contractor's, above); the criteria it must meet itself (Ord §28 item 1, its officers and
+  those in charge of the work: Ord §29(1) names only that item, the rest of §28 being the
+  contractor's to meet) and the contractor's report to the minister (§29(2)) are not the
   機構's records and are not kept here.
 """
 
@@ -167,10 +194,15 @@ def principal(
     if contractor is None or not ok:
         return own
     c, certified = contractor
+    ce = entries[cid]
+    if isinstance(ce, PartyEntry) and not _dates(e, ce, err):
+        return own
     kinds = frozenset(t.TITLE for t in e.title if isinstance(t, VerifierTitle))
     sides: frozenset[Service] = frozenset().union(*(SIDE[k] for k in kinds))
+    deemed_kinds = frozenset(k for k in kinds if k in c.titles)
+    deemed: frozenset[Service] = frozenset().union(*(SIDE[k] for k in deemed_kinds))
     if e.agreement is None:
-        lacking = sorted((k for k in kinds if k not in c.titles), key=lambda k: k.value)
+        lacking = sorted(kinds - deemed_kinds, key=lambda k: k.value)
         for k in lacking:
             err(
                 e.id,
@@ -180,18 +212,30 @@ def principal(
             )
         if lacking:
             return own
-        allowed = title_services(own.titles) & sides
-        grants = {s: g for s, g in c.grants.items() if s in allowed}
+    else:
+        clash = sorted(s.value for s in e.agreement.services if s in deemed)
+        if clash:  # a warning: refused, a contractor taking up a title would be stuck
+            warn(
+                f"party {e.id!r}: agreement.services: {', '.join(clash)}: its contractor "
+                f"{cid!r}'s agreement is this party's on that side, deemed by law "
+                f"({', '.join(sorted(DEEMING[k] for k in deemed_kinds))}), so these are not "
+                "served under an agreement of its own; remove them (or the whole agreement: "
+                "`registry update --drop-agreement`)"
+            )
+    grants = {s: g for s, g in own.grants.items() if s not in deemed}
+    served = own
+    if deemed_kinds:
+        allowed = title_services(own.titles) & deemed
+        grants |= {s: g for s, g in c.grants.items() if s in allowed}
         served = msgspec.structs.replace(
             own,
             agreement_holder=c.id,
-            requests_per_second=c.requests_per_second,
-            requests_per_day=c.requests_per_day,
-            provisions_per_day=c.provisions_per_day,
-            crl_cycle_seconds=c.crl_cycle_seconds,
+            deemed=deemed_kinds,
+            requests_per_second=_tighter(c.requests_per_second, own.requests_per_second),
+            requests_per_day=_tighter(c.requests_per_day, own.requests_per_day),
+            provisions_per_day=_tighter(c.provisions_per_day, own.provisions_per_day),
+            crl_cycle_seconds=max(c.crl_cycle_seconds, own.crl_cycle_seconds),
         )
-    else:
-        grants, served = dict(own.grants), own
     lapse = {k: _lapse(k, certified) for k in kinds}
     for s, g in grants.items():
         involved = {k for k in kinds if s in TITLE_SERVICES[k]} | (
@@ -321,3 +365,37 @@ def _lapse(kind: Title, certified: Mapping[Title, float]) -> float:
     if kind in certified:
         return certified[kind]
     return min(certified.values(), default=-math.inf)
+
+
+def _tighter(a: int | None, b: int | None) -> int | None:
+    """The tighter of two agreed bounds (None: no bound)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _dates(e: PartyEntry, c: PartyEntry, err: Err) -> bool:
+    """A principal is served neither before its contractor's notified start nor after its
+    contractor's end of provision: its whole work is done by the contractor's systems, under
+    the contractor's certification (and agreement, deemed its own), Ord §29(1),(4), §60(2).
+    Both are dates in the file, so a file that breaks this is refused (not time passing)."""
+    ok = True
+    n, cn = e.notification, c.notification
+    if n is not None and cn is not None and n.start < cn.start:
+        ok = False
+        err(
+            e.id,
+            "notification.start",
+            f"{n.start.isoformat()} is before its contractor {c.id!r}'s start "
+            f"({cn.start.isoformat()}): the contractor's systems do its whole work (Ord §29(1)); "
+            "start it on or after the contractor's",
+        )
+    if c.ended is not None and (e.ended is None or e.ended.at > c.ended.at):
+        ok = False
+        err(
+            e.id,
+            "ended",
+            f"its contractor {c.id!r} ends at {c.ended.at.isoformat()}, and with it the deemed "
+            "certification this party rests on (Ord §29(1)): end this party at or before then "
+            f"(`registry end {e.id} --at ...`), or move it first (`registry update {e.id} "
+            "--delegated-to ID` or `--no-delegation`)",
+        )
+    return ok

@@ -178,10 +178,15 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     §29(1)): its deemed certification lasts while the contractor's does, and what stops the
     contractor stops it (`responder.registry.delegation`). None: it does its own work."""
     agreement_holder: str | None = None
-    """The party whose agreement (取決め) counts for this one when it has none of its own:
-    its contractor's, deemed its own (Ord §29(4), §60(2)); its grants, quotas and cycle are
-    that agreement's, and its requests count against that agreement's quotas (`quota_id`).
-    None: its own agreement."""
+    """The party whose agreement (取決め) is deemed this one's on the sides of `deemed`: its
+    contractor (Ord §29(4), §60(2)). Its grants on those sides are that agreement's, its
+    quotas and cycle that agreement's (or the tighter of it and its own, which covers the
+    other side), and its requests count against that agreement's quotas (`quota_id`). None:
+    its own agreement only."""
+    deemed: frozenset[Title] = frozenset()
+    """The delegated titles whose agreement is its contractor's, deemed its own (Ord §29(4)
+    for the 署名検証者 title, §60(2) for the 利用者証明検証者 one): those whose kind the
+    contractor holds. Empty: every agreement of it is its own."""
 
     @property
     def quota_id(self) -> str:
@@ -189,6 +194,14 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
         own, or the holder of the agreement deemed its own (shared with the contractor and
         every other party it counts for)."""
         return self.agreement_holder or self.id
+
+    @property
+    def fair_id(self) -> str:
+        """The id its turn in a worker's fair queues (`responder.signqueue.FairQueue`: the
+        signing threads, the /v1 batch thread) is taken under: the body whose systems make
+        its requests, its contractor's for a principal (Ord §29(1): the contractor does its
+        whole work), so that a contractor with many principals has one share, as any party."""
+        return self.contractor or self.id
 
     def may_receive(self, family: Family, now: float | None = None) -> bool:
         """True if it may now receive revocation information or a CRL file about ``family``."""

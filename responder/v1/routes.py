@@ -325,7 +325,7 @@ class V1Api:
         heavy = route.offload is not None and route.offload(decoded)
         if not (large or waits or heavy) or self.pool is None:
             return self._finish(req, route, party, now, work())
-        done = self.pool.submit(party.id, work)
+        done = self.pool.submit(party.fair_id, work)  # one share per contractor
         if done is None:  # the party's share of the batch thread is taken
             req.note = Outcome(endpoint, party=party.id, rule=FAIR_SHARE)
             return problem.response(
