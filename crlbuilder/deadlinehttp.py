@@ -22,6 +22,12 @@ grant time per byte received (`Deadline` ``per_byte``): a download's whole bound
 floor plus its size at a minimum rate, so a large file on a good link is never cut while a
 peer that drips is cut as soon as it falls behind that rate.
 
+`read_body` reads a response's body within a bound of bytes: refused at once when its
+Content-Length announces more (nothing read), as soon as more arrived otherwise, and failed
+when the connection ends before the bytes its Content-Length announced (http.client's
+``read1`` and ``read(amt)`` then return what came, without a word). Every client of the
+機構 reads its answers with it.
+
 `Connection` is an `http.client.HTTPConnection` (https when given a TLS context) doing so;
 `opener` is urllib's opener with it, for callers that use urllib's redirect and error
 handling. Neither uses a proxy named by the environment (``http_proxy``, ``https_proxy``):
@@ -41,7 +47,29 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Connection", "Deadline", "NoRedirects", "loopback_host", "opener"]
+__all__ = [
+    "BodyRefused",
+    "Connection",
+    "CutShort",
+    "Deadline",
+    "NoRedirects",
+    "TooLarge",
+    "loopback_host",
+    "opener",
+    "read_body",
+]
+
+
+class BodyRefused(Exception):
+    """A body not taken (`read_body`); the message says why, sizes only."""
+
+
+class TooLarge(BodyRefused):
+    """More bytes announced or received than accepted."""
+
+
+class CutShort(BodyRefused):
+    """The connection ended before the bytes its Content-Length announced."""
 
 
 def loopback_host(host: str | None) -> bool:
@@ -246,3 +274,25 @@ def opener(
         _HttpsHandler(deadline, context),
         *handlers,
     )
+
+
+def read_body(resp: http.client.HTTPResponse, limit: int, *, chunk: int = 1 << 20) -> bytes:
+    """``resp``'s whole body, at most ``limit`` bytes, read a socket read (``read1``, at most
+    ``chunk`` bytes) at a time, within the connection's deadline. `TooLarge` at once when its
+    Content-Length announces more than ``limit`` (nothing read) or as soon as more arrived;
+    `CutShort` when the connection ends before the bytes its Content-Length announced. The
+    bytes are held once (a `io.BytesIO` whose buffer becomes the result, not parts joined)."""
+    announced = resp.length
+    if announced is not None and announced > limit:
+        raise TooLarge(f"the answer announces {announced} bytes, more than the {limit} accepted")
+    body = io.BytesIO()
+    while got := resp.read1(chunk):
+        if body.tell() + len(got) > limit:
+            raise TooLarge(f"more than the {limit} bytes accepted")
+        body.write(got)
+    if announced is not None and resp.length:  # read1 ends at the close, bytes still due
+        raise CutShort(
+            f"the connection ended {resp.length} bytes short of the {announced} its "
+            "Content-Length announced: cut short"
+        )
+    return body.getvalue()

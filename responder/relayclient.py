@@ -8,8 +8,9 @@ did, within bounds a slow or broken 機構 cannot stretch:
   lines, body), not per socket operation (`crlbuilder.deadlinehttp`): a 機構 that drips
   any part of its answer a byte at a time cannot hold the thread longer than ``timeout``
   (`Failed.TIMEOUT`);
-- at most ``limit`` bytes of body: a longer answer is `Failed.TOO_LARGE`, never passed on
-  cut short;
+- at most ``limit`` bytes of body (`crlbuilder.deadlinehttp.read_body`, as the pull's and
+  ``import-crl``'s: refused at its Content-Length when that announces more): a longer answer
+  is `Failed.TOO_LARGE`, never passed on cut short;
 - no redirect is followed (a 3xx comes back as such: the caller refuses it), so the
   group's token never goes to a host the 機構 names;
 - the token is sent over https, or over plain http to a loopback host only (as
@@ -30,7 +31,14 @@ import ssl
 import urllib.parse
 from typing import Final, NamedTuple
 
-from crlbuilder.deadlinehttp import Connection, Deadline, loopback_host
+from crlbuilder.deadlinehttp import (
+    Connection,
+    CutShort,
+    Deadline,
+    TooLarge,
+    loopback_host,
+    read_body,
+)
 
 __all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
 
@@ -98,22 +106,11 @@ def ask(
         )
         resp = conn.getresponse()
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        length = resp.length
-        if length is not None and length > limit:
-            return Failed.TOO_LARGE
-        chunks: list[bytes] = []
-        got = 0
-        while True:
-            chunk = resp.read1(_CHUNK)
-            if not chunk:
-                if resp.length:  # fewer bytes than its Content-Length said: cut short
-                    return Failed.MALFORMED
-                break
-            got += len(chunk)
-            if got > limit:
-                return Failed.TOO_LARGE
-            chunks.append(chunk)
-        return Upstream(resp.status, headers, b"".join(chunks))
+        return Upstream(resp.status, headers, read_body(resp, limit, chunk=_CHUNK))
+    except TooLarge:
+        return Failed.TOO_LARGE
+    except CutShort:
+        return Failed.MALFORMED
     except TimeoutError:
         return Failed.TIMEOUT
     except (http.client.HTTPException, ValueError, UnicodeError):

@@ -273,3 +273,45 @@ def test_a_large_body_is_held_in_memory_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     grew = int(done.stdout)
     assert grew < size * 1.25, f"{grew >> 20} MiB for a body of {size >> 20} MiB"
+
+
+def _huge(conn: socket.socket) -> None:
+    """Announces 3 GiB, sends 64 KiB, then holds the connection 3 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (3 << 30))
+    conn.sendall(b"x" * 65536)
+    time.sleep(3)
+
+
+def test_import_crl_refuses_a_body_announced_over_the_most_accepted_before_reading_it(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """`import-crl` from a URL (`importer.read_source`) read up to 2 GiB (in memory, up to
+    2,048 s at the least rate) before refusing a body its Content-Length already said was too
+    large: refused at its Content-Length now, as the pull's fetch is, by the same helper
+    (`crlbuilder.deadlinehttp.read_body`)."""
+    server = serve(_huge)
+    t0 = time.monotonic()
+    with pytest.raises(
+        ImportRefused, match=r"announces 3221225472 bytes, more than the 2147483648"
+    ):
+        read_source(server.url, timeout=2.0, min_rate=1 << 20)
+    assert time.monotonic() - t0 < 1.5
+
+
+def _cut(conn: socket.socket) -> None:
+    """Announces 100 bytes, sends 10, closes."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+
+
+def test_a_body_cut_short_of_its_content_length_is_a_failed_fetch(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """http.client's ``read1``/``read(amt)`` end without a word when the connection closes
+    before the Content-Length's bytes: the pull and ``import-crl`` took the 10 bytes for the
+    file and handed them to the parser (refused as no CRL, a misleading reason), the relay
+    alone checked. One helper checks it for all now: the fetch fails, naming the cut."""
+    server = serve(_cut)
+    with pytest.raises(FetchFailed, match="ended 90 bytes short of the 100 its Content-Length"):
+        fetch(server.url, "token", timeout=5)
+    with pytest.raises(ImportRefused, match="ended 90 bytes short of the 100 its Content-Length"):
+        read_source(server.url, timeout=5)

@@ -52,7 +52,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
+from crlbuilder.deadlinehttp import (
+    BodyRefused,
+    Deadline,
+    NoRedirects,
+    loopback_host,
+    opener,
+    read_body,
+)
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -130,7 +137,9 @@ def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
     deadline = Deadline(TIMEOUT)
     try:
         with opener(deadline, NoRedirects()).open(url) as r:
-            body: bytes = r.read(limit + 1)
+            return read_body(r, limit)
+    except BodyRefused as e:  # over limit (announced or sent), or cut short
+        raise InitError(f"{url}: {e}") from None
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             raise InitError(
@@ -145,9 +154,6 @@ def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
                 f"{url}: not received whole within {TIMEOUT:g} s: cut, nothing written"
             ) from None
         raise InitError(f"{url}: cannot fetch: {reason}") from None
-    if len(body) > limit:
-        raise InitError(f"{url}: more than {limit} bytes")
-    return body
 
 
 def fetch_ca_index(

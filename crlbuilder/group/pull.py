@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import sys
 import threading
@@ -75,7 +74,14 @@ from crlbuilder.crl.importer import (
     group_issuers,
     source_label,
 )
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
+from crlbuilder.deadlinehttp import (
+    BodyRefused,
+    Deadline,
+    NoRedirects,
+    loopback_host,
+    opener,
+    read_body,
+)
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
@@ -104,7 +110,7 @@ MIN_RATE: Final = 1 << 20
 most accepted, may take 2,048 s more)."""
 
 _READ_CHUNK: Final = 1 << 20
-"""The most bytes one socket read of a body returns (`_read_body`)."""
+"""The most bytes one socket read of a body returns (`crlbuilder.deadlinehttp.read_body`)."""
 
 BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
@@ -172,8 +178,11 @@ def fetch(
     as soon as it falls behind the rate, instead of holding the pass, and every other
     issuer's file behind it, for ever (a timeout per socket operation alone never fired).
     Whatever the server sends (a bad status line, a header line too long, a chunked body cut
-    short), the only exception is FetchFailed. The token goes to http(s) URLs only, never
-    over plain http to a host other than loopback, and is never logged."""
+    short), the only exception is FetchFailed. The body is read by
+    `crlbuilder.deadlinehttp.read_body`: at most `MAX_CRL_BYTES` (refused at its
+    Content-Length when that announces more, nothing read), never taken cut short of its
+    Content-Length. The token goes to http(s) URLs only, never over plain http to a host
+    other than loopback, and is never logged."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
@@ -188,8 +197,10 @@ def fetch(
     deadline = Deadline(timeout, per_byte=1.0 / min_rate)
     try:
         with opener(deadline, NoRedirects()).open(req) as resp:  # the agreement's URLs only
-            body = _read_body(resp) if method == "GET" else b""
+            body = read_body(resp, MAX_CRL_BYTES, chunk=_READ_CHUNK) if method == "GET" else b""
             etag = resp.headers.get("ETag")
+    except BodyRefused as e:
+        raise FetchFailed(str(e)) from None
     except urllib.error.HTTPError as e:
         if e.code == 304 and if_none_match is not None:
             return Fetched(b"", e.headers.get("ETag") or if_none_match, not_modified=True)
@@ -219,22 +230,6 @@ def delay_seconds(value: str | None) -> float:
     if not value or not value.isascii() or not value.isdigit():
         return 0.0
     return float(value) if len(value) <= 15 else 1e15
-
-
-def _read_body(resp: http.client.HTTPResponse) -> bytes:
-    """The body, read a socket read at a time (`read1`) up to :data:`MAX_CRL_BYTES`
-    (FetchFailed past it, or at once when its Content-Length says so: nothing read); the
-    connection's deadline bounds the time."""
-    if resp.length is not None and resp.length > MAX_CRL_BYTES:
-        raise FetchFailed(
-            f"the answer announces {resp.length} bytes, more than the {MAX_CRL_BYTES} accepted"
-        )
-    body = io.BytesIO()  # its buffer becomes the bytes returned: no second copy (joined parts were)
-    while chunk := resp.read1(_READ_CHUNK):
-        if body.tell() + len(chunk) > MAX_CRL_BYTES:
-            raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
-        body.write(chunk)
-    return body.getvalue()
 
 
 @dataclass(slots=True)
