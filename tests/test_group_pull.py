@@ -62,6 +62,9 @@ class Kikou:
         """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
         self.held: set[str] = set()
         """Paths whose GET is recorded, then held until `release` (at most 60 s), then a 404."""
+        self.stalled: set[str] = set()
+        """Paths whose file is answered whole in its head and half in its body, the other
+        half 20 s later (a download in flight: a large file, a slow link)."""
         self.released = threading.Event()
         kikou = self
 
@@ -91,6 +94,17 @@ class Kikou:
                         % (got[0].encode(), len(got[1]), got[1])
                     )
                     self.close_connection = True
+                    return
+                if got and self.path in kikou.stalled:
+                    self.send_response(200)
+                    self.send_header("ETag", got[0])
+                    self.send_header("Content-Length", str(len(got[1])))
+                    self.end_headers()
+                    half = len(got[1]) // 2
+                    self.wfile.write(got[1][:half])
+                    self.wfile.flush()
+                    time.sleep(20)
+                    self.wfile.write(got[1][half:])
                     return
                 if got and self.path in kikou.limited:
                     problem = b'{"title":"cycle","status":429}'

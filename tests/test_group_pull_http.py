@@ -315,3 +315,46 @@ def test_a_body_cut_short_of_its_content_length_is_a_failed_fetch(
         fetch(server.url, "token", timeout=5)
     with pytest.raises(ImportRefused, match="ended 90 bytes short of the 100 its Content-Length"):
         read_source(server.url, timeout=5)
+
+
+def test_a_stop_gives_up_the_download_in_flight_within_a_slice(
+    serve: Callable[[Script], RawServer],
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The pass's ``stop`` (SIGTERM to ``--follow``) was looked at between issuers only: a
+    download in flight went on to its end or its deadline (here 5 s of nothing, then cut
+    short). Given up within `crlbuilder.deadlinehttp.SLICE` now, ``stopped``, the store
+    unchanged, no other file asked."""
+    asked: list[bytes] = []
+
+    def stall(conn: socket.socket) -> None:
+        asked.append(b"x")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+        time.sleep(5)
+
+    server = serve(stall)
+    base = server.url.rsplit("/", 2)[0]
+    token_file(tmp_path / "token", "token\n")
+    setup = GroupSetup(
+        group_id="g", authority=base, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
+    )  # fmt: skip
+    setup.directory = str(tmp_path)
+    store = Store.open(tmp_path / "store", readonly=False)
+    stop = threading.Event()
+    try:
+        feed = GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO(), stop=stop)
+        threading.Timer(0.5, stop.set).start()
+        t0 = time.monotonic()
+        outcomes = feed.pass_once()
+        took = time.monotonic() - t0
+        with store.read() as r:
+            assert r.crl_state(1).number == 0
+    finally:
+        store.close()
+    assert [(o.issuer, o.kind, o.status) for o in outcomes] == [(G1, "full", "stopped")]
+    assert "nothing imported" in outcomes[0].detail
+    assert took < 1.5, took
+    assert len(asked) == 1
