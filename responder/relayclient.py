@@ -15,7 +15,8 @@ did, within bounds a slow or broken 機構 cannot stretch:
   group's token never goes to a host the 機構 names;
 - the token is sent over https, or over plain http to a loopback host only (as
   `crlbuilder.group.pull.fetch`): else `Failed.INSECURE`, nothing sent;
-- an answer that is not HTTP (a bad status line, a body cut short, a broken chunk) is
+- an answer that is not HTTP (a bad status line, a body cut short of its Content-Length, a
+  broken chunk, a header field folded over lines or holding a control character) is
   `Failed.MALFORMED`; a connection refused or reset, `Failed.UNREACHABLE`.
 
 What is judged of a complete answer (status, type, signature) is the caller's
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import http.client
+import re
 import ssl
 import urllib.parse
 from typing import Final, NamedTuple
@@ -43,6 +45,11 @@ from crlbuilder.deadlinehttp import (
 __all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
 
 _CHUNK: Final = 64 << 10
+_NOT_IN_A_FIELD: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What no field value holds (RFC 9110 §5.5: visible characters, SP, HTAB, obs-text).
+http.client keeps an obs-fold (a line begun with SP or HTAB continuing the one before) in the
+value, CR LF included: passed on to the member, it wrote that line break into the member's
+answer. RFC 9112 §5.2: a gateway answers 502 for it, or unfolds it; this one answers 502."""
 
 
 class Upstream(NamedTuple):
@@ -106,6 +113,8 @@ def ask(
         )
         resp = conn.getresponse()
         headers = {k.lower(): v for k, v in resp.getheaders()}
+        if any(_NOT_IN_A_FIELD.search(v) for v in headers.values()):
+            return Failed.MALFORMED  # a folded line, a control character: never passed on
         return Upstream(resp.status, headers, read_body(resp, limit, chunk=_CHUNK))
     except TooLarge:
         return Failed.TOO_LARGE

@@ -957,3 +957,30 @@ def test_a_record_asked_after_the_clock_stepped_back_across_midnight_is_counted_
         assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 2)]
     finally:
         g.close()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"Retry-After: 7\r\n X-Injected: 1", b"Content-Type: application/problem+json\r\n\tX-A: 1",
+     b"Retry-After: 7\x00"],
+    ids=["folded-retry-after", "folded-content-type", "nul"],
+)  # fmt: skip
+def test_a_folded_or_control_header_field_is_502_never_passed_on(
+    group: Group, kikou: Kikou, field: bytes
+) -> None:
+    """http.client keeps an obs-fold (a line begun with SP or HTAB) in the field's value, CR
+    LF included; the relay passed a 4xx/503's Content-Type, Retry-After and JWS-Signature on
+    as they came, so the 機構's line break went into the member's answer (a NUL too). RFC 9112
+    §5.2: a gateway answers 502 for a folded field (or unfolds it): 502 now, nothing passed on."""
+    body = b'{"rule":"x","status":429}'
+    head = b"HTTP/1.1 429 Too Many Requests\r\n"
+    if not field.startswith(b"Content-Type"):
+        head += b"Content-Type: application/problem+json\r\n"
+    kikou.behaviour = raw(
+        head + field + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    resp, got = group.run(ASKED)
+    assert resp.status == 502, (resp, got)
+    assert "not well-formed HTTP" in problem_of(got)["detail"]
+    assert b"X-" not in b"".join(v for _, v in resp.extra_headers) + resp.content_type
+    assert group.ledger.counts == []
