@@ -369,8 +369,10 @@ class GroupFeed:
         """A new store is staged until its first CRL is imported, then put in its place
         (`Store.open_staged`) at once, before any other file is fetched: never an empty one
         in the meantime, and a pull killed later in its pass leaves what it imported where the
-        next run finds it (a staged store is swept by the next run, and the file downloaded
-        again, which the 機構 refuses within the agreed cycle: no store for up to a cycle)."""
+        next run finds it. Killed between the import's commit and this rename, the staged store
+        holding the import is put in place by the next run (`Store.open_staged`), not swept:
+        downloaded again, the file would be refused within the agreed cycle (no store for up
+        to a cycle)."""
         if self.store.staged_for is None:
             return
         with self.store.read() as r:
