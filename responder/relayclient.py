@@ -91,7 +91,9 @@ def ask(
     context: ssl.SSLContext | None = None,
 ) -> Upstream | Failed:
     """POST ``body`` (application/json) to ``url`` with ``token``; the module docstring says
-    what comes back."""
+    what comes back. ``context``: the TLS context of an https ``url``, made once by the caller
+    (`responder.relay.RecordInfoRelay.tls`); one is made for the request when None (tens of
+    milliseconds: the system's CA bundle)."""
     if token_url_refusal(url) is not None:
         return Failed.INSECURE
     deadline = Deadline(timeout)

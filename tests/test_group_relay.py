@@ -984,3 +984,32 @@ def test_a_folded_or_control_header_field_is_502_never_passed_on(
     assert "not well-formed HTTP" in problem_of(got)["detail"]
     assert b"X-" not in b"".join(v for _, v in resp.extra_headers) + resp.content_type
     assert group.ledger.counts == []
+
+
+def test_the_tls_context_is_made_once_not_per_request(
+    tmp_path: Path, store: MemoryReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each relayed request made a TLS context (`ssl.create_default_context`), loading the
+    system's CA bundle: about 85 ms here, the GIL held through much of it (a busy thread
+    beside it saw gaps of 250 ms), so every record-info a member asked stalled the worker's
+    event loop, OCSP answers included. Made once per relay now."""
+    import ssl
+
+    made: list[int] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kw: Any) -> ssl.SSLContext:
+        made.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = Group(tmp_path, store, f"https://127.0.0.1:{port}", registry(), timeout=2.0)
+    try:
+        for _ in range(3):
+            assert g.run(ASKED)[0].status == 502
+    finally:
+        g.close()
+    assert len(made) == 1
