@@ -256,6 +256,7 @@ def test_https_through_the_opener_verifies_the_server(
         opener(Deadline(5.0)).open(url)
 
 
+@pytest.mark.real_clock  # timed waits (the stop's timer, the server's stall)
 @pytest.mark.parametrize("step", ["connect", "handshake", "body-http", "body-https"])
 def test_a_stop_gives_up_every_wait_within_a_slice(
     serve: Callable[..., Server], tls: tuple[ssl.SSLContext, ssl.SSLContext], step: str

@@ -317,6 +317,7 @@ def test_a_body_cut_short_of_its_content_length_is_a_failed_fetch(
         read_source(server.url, timeout=5)
 
 
+@pytest.mark.real_clock  # timed waits (the stop's timer, the server's stall)
 def test_a_stop_gives_up_the_download_in_flight_within_a_slice(
     serve: Callable[[Script], RawServer],
     pki: Manifest,  # noqa: F811
