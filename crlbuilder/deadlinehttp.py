@@ -22,6 +22,18 @@ grant time per byte received (`Deadline` ``per_byte``): a download's whole bound
 floor plus its size at a minimum rate, so a large file on a good link is never cut while a
 peer that drips is cut as soon as it falls behind that rate.
 
+A deadline may also be given a ``stop`` event (``group pull --follow``'s, set by SIGTERM):
+then no blocking step waits longer than `SLICE` at a time (the connection's, the TLS
+handshake's and every read's waits are taken in slices, the request's one send excepted), and
+once it is set the exchange is given up at the next slice: `Stopped`, within `SLICE` seconds,
+however long the deadline still grants a large file.
+
+`read_body` reads a response's body within a bound of bytes: refused at once when its
+Content-Length announces more (nothing read), as soon as more arrived otherwise, and failed
+when the connection ends before the bytes its Content-Length announced (http.client's
+``read1`` and ``read(amt)`` then return what came, without a word). Every client of the
+機構 reads its answers with it.
+
 `Connection` is an `http.client.HTTPConnection` (https when given a TLS context) doing so;
 `opener` is urllib's opener with it, for callers that use urllib's redirect and error
 handling. Neither uses a proxy named by the environment (``http_proxy``, ``https_proxy``):
@@ -30,18 +42,56 @@ the 機構's appliance is reached directly, as the relay always did. Nothing her
 
 from __future__ import annotations
 
+import errno
 import http.client
 import io
 import ipaddress
+import os
+import select
 import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, TypeVar
 
-__all__ = ["Connection", "Deadline", "NoRedirects", "loopback_host", "opener"]
+__all__ = [
+    "SLICE",
+    "BodyRefused",
+    "Connection",
+    "CutShort",
+    "Deadline",
+    "NoRedirects",
+    "Stopped",
+    "TooLarge",
+    "loopback_host",
+    "opener",
+    "read_body",
+]
+
+SLICE: Final = 0.25
+"""The longest one blocking step waits at a time when its deadline has a ``stop`` event."""
+
+_T = TypeVar("_T")
+
+
+class Stopped(Exception):
+    """The exchange was given up because its deadline's ``stop`` was set. Not an OSError:
+    neither urllib nor a caller takes it for the network failing."""
+
+
+class BodyRefused(Exception):
+    """A body not taken (`read_body`); the message says why, sizes only."""
+
+
+class TooLarge(BodyRefused):
+    """More bytes announced or received than accepted."""
+
+
+class CutShort(BodyRefused):
+    """The connection ended before the bytes its Content-Length announced."""
 
 
 def loopback_host(host: str | None) -> bool:
@@ -64,7 +114,7 @@ class Deadline:
     """The monotonic instant an exchange must be over by: ``seconds`` from now, plus
     ``per_byte`` seconds for each byte received (`credit`), when given."""
 
-    __slots__ = ("_at", "_clock", "per_byte", "received", "seconds")
+    __slots__ = ("_at", "_clock", "per_byte", "received", "seconds", "stop")
 
     def __init__(
         self,
@@ -72,6 +122,7 @@ class Deadline:
         *,
         per_byte: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self._clock = clock
         self._at = clock() + seconds
@@ -79,13 +130,35 @@ class Deadline:
         self.per_byte = per_byte
         self.received = 0
         """Bytes read so far (status line and headers included)."""
+        self.stop = stop
+        """Set: the exchange is given up (`Stopped`) at its next step or slice (`SLICE`)."""
 
     def left(self) -> float:
-        """Seconds left, > 0; TimeoutError when none is."""
+        """Seconds left, > 0; TimeoutError when none is, `Stopped` once ``stop`` is set."""
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped("given up: the process is stopping")
         left = self._at - self._clock()
         if left <= 0:
             raise TimeoutError("the exchange's deadline passed")
         return left
+
+    def wait(self) -> float:
+        """How long the next blocking step may wait: what is `left`, at most `SLICE` when
+        there is a ``stop`` to look at again."""
+        left = self.left()
+        return left if self.stop is None else min(left, SLICE)
+
+    def patiently(self, sock: socket.socket, step: Callable[[], _T]) -> _T:
+        """``step()`` (a read, a TLS handshake: a step that may be tried again after its
+        timeout) with the socket's timeout set to `wait`, tried again after each slice that
+        ran out until the deadline passes (TimeoutError) or ``stop`` is set (`Stopped`)."""
+        while True:
+            sock.settimeout(self.wait())
+            try:
+                return step()
+            except TimeoutError:
+                if self.stop is None:  # it waited all that was left
+                    raise
 
     @property
     def passed(self) -> bool:
@@ -116,8 +189,9 @@ class _Reader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int | None:
-        self._sock.settimeout(self._deadline.left())
-        n = self._raw.readinto(buffer)
+        # the socket's own read, not the reader's (`SocketIO` refuses to read again after a
+        # timeout): a slice that ran out read nothing and is tried again (`Deadline.patiently`)
+        n = self._deadline.patiently(self._sock, lambda: self._sock.recv_into(buffer))
         if n:
             self._deadline.credit(n)
         return n
@@ -170,8 +244,10 @@ class Connection(http.client.HTTPConnection):
         sock = self._connect_any()
         try:
             if self.context is not None:
-                sock.settimeout(self.deadline.left())
-                sock = self.context.wrap_socket(sock, server_hostname=self.host)
+                sock = self.context.wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                self.deadline.patiently(sock, sock.do_handshake)
         except BaseException:
             sock.close()
             raise
@@ -183,18 +259,35 @@ class Connection(http.client.HTTPConnection):
         for family, kind, proto, _, address in socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM
         ):
-            left = self.deadline.left()
+            self.deadline.left()
             sock = socket.socket(family, kind, proto)
             try:
-                sock.settimeout(left)
-                sock.connect(address)
+                self._connect(sock, address)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as e:
                 sock.close()
                 last = e
                 continue
+            except BaseException:
+                sock.close()
+                raise
             return sock
         raise last if last is not None else OSError(f"no address for {self.host}")
+
+    def _connect(self, sock: socket.socket, address: Any) -> None:
+        """Connect ``sock``, waiting in the deadline's slices (`Deadline.wait`): a connect
+        that timed out cannot be tried again, so it is begun without blocking and its end
+        waited for."""
+        sock.setblocking(False)
+        err = sock.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            poll = select.poll()
+            poll.register(sock, select.POLLOUT)
+            while not poll.poll(max(1, int(self.deadline.wait() * 1000))):
+                pass  # the next wait() raises past the deadline, or stopped
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
 
 
 class _HttpHandler(urllib.request.HTTPHandler):
@@ -246,3 +339,25 @@ def opener(
         _HttpsHandler(deadline, context),
         *handlers,
     )
+
+
+def read_body(resp: http.client.HTTPResponse, limit: int, *, chunk: int = 1 << 20) -> bytes:
+    """``resp``'s whole body, at most ``limit`` bytes, read a socket read (``read1``, at most
+    ``chunk`` bytes) at a time, within the connection's deadline. `TooLarge` at once when its
+    Content-Length announces more than ``limit`` (nothing read) or as soon as more arrived;
+    `CutShort` when the connection ends before the bytes its Content-Length announced. The
+    bytes are held once (a `io.BytesIO` whose buffer becomes the result, not parts joined)."""
+    announced = resp.length
+    if announced is not None and announced > limit:
+        raise TooLarge(f"the answer announces {announced} bytes, more than the {limit} accepted")
+    body = io.BytesIO()
+    while got := resp.read1(chunk):
+        if body.tell() + len(got) > limit:
+            raise TooLarge(f"more than the {limit} bytes accepted")
+        body.write(got)
+    if announced is not None and resp.length:  # read1 ends at the close, bytes still due
+        raise CutShort(
+            f"the connection ended {resp.length} bytes short of the {announced} its "
+            "Content-Length announced: cut short"
+        )
+    return body.getvalue()

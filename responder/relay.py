@@ -73,6 +73,7 @@ import dataclasses
 import functools
 import logging
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -406,6 +407,10 @@ class RecordInfoRelay:
         if not self.keys.keys():
             _log.error("record_info_relay_unpinned", extra={"fields": {"error": self.keys.problem}})
         self.url = setup.authority.rstrip("/") + PATH.decode()
+        self.tls = ssl.create_default_context() if self.url.startswith("https:") else None
+        """The TLS context of every request to the 機構, made once: loading the system's CA
+        bundle takes tens of milliseconds, much of it holding the GIL, which made per request
+        stalled this worker's event loop (its OCSP answers too) at each record-info asked."""
         refusal = token_url_refusal(self.url)
         if refusal is not None:
             _log.error("record_info_relay_insecure", extra={"fields": {"error": refusal}})
@@ -511,7 +516,9 @@ class RecordInfoRelay:
             except TokenFileError as e:  # its path and why, never its bytes
                 _log.error("record_info_relay_no_token", extra={"fields": {"error": str(e)}})
                 return Failed.UNREACHABLE
-            return ask(self.url, body, token, timeout=self.timeout, limit=MAX_ANSWER)
+            return ask(
+                self.url, body, token, timeout=self.timeout, limit=MAX_ANSWER, context=self.tls
+            )
         finally:
             with contextlib.suppress(RuntimeError):  # the loop closed: the worker is exiting
                 claim.loop.call_soon_threadsafe(self._release, claim.member)

@@ -8,13 +8,15 @@ did, within bounds a slow or broken 機構 cannot stretch:
   lines, body), not per socket operation (`crlbuilder.deadlinehttp`): a 機構 that drips
   any part of its answer a byte at a time cannot hold the thread longer than ``timeout``
   (`Failed.TIMEOUT`);
-- at most ``limit`` bytes of body: a longer answer is `Failed.TOO_LARGE`, never passed on
-  cut short;
+- at most ``limit`` bytes of body (`crlbuilder.deadlinehttp.read_body`, as the pull's and
+  ``import-crl``'s: refused at its Content-Length when that announces more): a longer answer
+  is `Failed.TOO_LARGE`, never passed on cut short;
 - no redirect is followed (a 3xx comes back as such: the caller refuses it), so the
   group's token never goes to a host the 機構 names;
 - the token is sent over https, or over plain http to a loopback host only (as
   `crlbuilder.group.pull.fetch`): else `Failed.INSECURE`, nothing sent;
-- an answer that is not HTTP (a bad status line, a body cut short, a broken chunk) is
+- an answer that is not HTTP (a bad status line, a body cut short of its Content-Length, a
+  broken chunk, a header field folded over lines or holding a control character) is
   `Failed.MALFORMED`; a connection refused or reset, `Failed.UNREACHABLE`.
 
 What is judged of a complete answer (status, type, signature) is the caller's
@@ -26,15 +28,28 @@ from __future__ import annotations
 
 import enum
 import http.client
+import re
 import ssl
 import urllib.parse
 from typing import Final, NamedTuple
 
-from crlbuilder.deadlinehttp import Connection, Deadline, loopback_host
+from crlbuilder.deadlinehttp import (
+    Connection,
+    CutShort,
+    Deadline,
+    TooLarge,
+    loopback_host,
+    read_body,
+)
 
 __all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
 
 _CHUNK: Final = 64 << 10
+_NOT_IN_A_FIELD: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What no field value holds (RFC 9110 §5.5: visible characters, SP, HTAB, obs-text).
+http.client keeps an obs-fold (a line begun with SP or HTAB continuing the one before) in the
+value, CR LF included: passed on to the member, it wrote that line break into the member's
+answer. RFC 9112 §5.2: a gateway answers 502 for it, or unfolds it; this one answers 502."""
 
 
 class Upstream(NamedTuple):
@@ -76,7 +91,9 @@ def ask(
     context: ssl.SSLContext | None = None,
 ) -> Upstream | Failed:
     """POST ``body`` (application/json) to ``url`` with ``token``; the module docstring says
-    what comes back."""
+    what comes back. ``context``: the TLS context of an https ``url``, made once by the caller
+    (`responder.relay.RecordInfoRelay.tls`); one is made for the request when None (tens of
+    milliseconds: the system's CA bundle)."""
     if token_url_refusal(url) is not None:
         return Failed.INSECURE
     deadline = Deadline(timeout)
@@ -98,22 +115,13 @@ def ask(
         )
         resp = conn.getresponse()
         headers = {k.lower(): v for k, v in resp.getheaders()}
-        length = resp.length
-        if length is not None and length > limit:
-            return Failed.TOO_LARGE
-        chunks: list[bytes] = []
-        got = 0
-        while True:
-            chunk = resp.read1(_CHUNK)
-            if not chunk:
-                if resp.length:  # fewer bytes than its Content-Length said: cut short
-                    return Failed.MALFORMED
-                break
-            got += len(chunk)
-            if got > limit:
-                return Failed.TOO_LARGE
-            chunks.append(chunk)
-        return Upstream(resp.status, headers, b"".join(chunks))
+        if any(_NOT_IN_A_FIELD.search(v) for v in headers.values()):
+            return Failed.MALFORMED  # a folded line, a control character: never passed on
+        return Upstream(resp.status, headers, read_body(resp, limit, chunk=_CHUNK))
+    except TooLarge:
+        return Failed.TOO_LARGE
+    except CutShort:
+        return Failed.MALFORMED
     except TimeoutError:
         return Failed.TIMEOUT
     except (http.client.HTTPException, ValueError, UnicodeError):

@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from crlbuilder.deadlinehttp import Connection, Deadline, opener
+from crlbuilder.deadlinehttp import SLICE, Connection, Deadline, Stopped, opener
 from tests.support.pki import certificate, rsa_key
 
 Script = Callable[[socket.socket], None]
@@ -254,3 +254,53 @@ def test_https_through_the_opener_verifies_the_server(
     assert opener(Deadline(5.0), context=tls[1]).open(url).read() == b"ok"
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
         opener(Deadline(5.0)).open(url)
+
+
+@pytest.mark.real_clock  # timed waits (the stop's timer, the server's stall)
+@pytest.mark.parametrize("step", ["connect", "handshake", "body-http", "body-https"])
+def test_a_stop_gives_up_every_wait_within_a_slice(
+    serve: Callable[..., Server], tls: tuple[ssl.SSLContext, ssl.SSLContext], step: str
+) -> None:
+    """A deadline's ``stop`` (``group pull --follow``'s, set by SIGTERM): whatever the exchange
+    waits for, a connection a full backlog leaves unanswered, a TLS handshake never answered,
+    a body that stalls over http or https, it is given up (`Stopped`) within `SLICE` of the
+    stop, though the deadline grants 30 s more; a slice that ran out is no failure (a TLS
+    body read on after it, below). Without a stop every wait takes what is left, as before."""
+    server_tls, client_tls = tls
+    with contextlib.ExitStack() as stack:
+        if step == "connect":  # a backlog of 0 filled: the next SYN goes unanswered
+            full = stack.enter_context(socket.socket())
+            full.bind(("127.0.0.1", 0))
+            full.listen(0)
+            port = full.getsockname()[1]
+            for _ in range(3):
+                filler = stack.enter_context(socket.socket())
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            context = None
+        elif step == "handshake":
+            silent = stack.enter_context(socket.socket())
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(1)
+            port, context = silent.getsockname()[1], client_tls
+        else:  # half the body at once, the rest after 0.4 s, then nothing for 5 s
+
+            def stall(conn: socket.socket) -> None:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 1000)
+                time.sleep(0.4)
+                conn.sendall(b"y" * 1000)
+                time.sleep(5)
+
+            https = step == "body-https"
+            server = serve(stall, server_tls if https else None)
+            port, context = server.port, client_tls if https else None
+        stop = threading.Event()
+        threading.Timer(1.0, stop.set).start()
+        deadline = Deadline(30.0, stop=stop)
+        t0 = time.monotonic()
+        with pytest.raises(Stopped):
+            get(port, deadline, context)
+        took = time.monotonic() - t0
+    assert 0.9 < took < 1.0 + SLICE + 0.3, took
+    if step.startswith("body"):
+        assert deadline.received > 2000  # the part sent after a slice ran out was read

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import http.server
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -349,3 +350,52 @@ def test_a_key_id_beginning_with_a_dash_is_taken_with_the_equals_form() -> None:
     group_init.add_keys_cli(p.add_subparsers())
     args = p.parse_args(["keys", "--group", "g", f"--answer-kid={kid}"])
     assert args.answer_kid == [kid]
+
+
+@pytest.mark.parametrize("kind", ["mode-0644", "mode-0640", "fifo"])
+def test_init_refuses_a_source_token_file_others_may_read_or_not_a_file(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """``--token-file``, the operator's copy of the group's credential, was read whatever its
+    mode (a token group or others could read was copied 0600 and left as it was) and a named
+    pipe there held init in ``open`` for ever. Checked now as the group's own copy is
+    (`crlbuilder.tokenfile`: a regular file, 0600 or stricter): refused before anything is
+    fetched or written, the message naming the file and why, never the token."""
+    pki, manifest = demo_pki
+    source = tmp_path / "given.token"
+    token = (pki / "parties" / "group-verifier.token").read_text()
+    if kind == "fifo":
+        os.mkfifo(source, 0o600)
+    else:
+        source.write_text(token)
+        source.chmod(int(kind.removeprefix("mode-"), 8))
+    fetched: list[str] = []
+    with kikou(manifest) as url:
+        real_get = group_init._get
+        done: list[int] = []
+
+        def run() -> None:
+            done.append(init(pki, url, tmp_path / "g", [], "--token-file", str(source)))
+
+        def spy(u: str, *a: Any, **k: Any) -> bytes:
+            fetched.append(u)
+            return real_get(u, *a, **k)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(group_init, "_get", spy)
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(20)
+            if t.is_alive():  # unblock the open of the pipe, then fail
+                with open(source, "wb"):
+                    pass
+                t.join(5)
+                pytest.fail("group init hung on a named pipe as its token file")
+    assert done == [1]
+    err = capsys.readouterr().err
+    assert str(source) in err, err
+    expected = "not a regular file" if kind == "fifo" else f"mode {kind[-4:]} lets group or others"
+    assert expected in err, err
+    assert token.strip() not in err
+    assert fetched == []  # nothing asked of the 機構
+    assert not (tmp_path / "g").exists()

@@ -62,6 +62,9 @@ class Kikou:
         """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
         self.held: set[str] = set()
         """Paths whose GET is recorded, then held until `release` (at most 60 s), then a 404."""
+        self.stalled: set[str] = set()
+        """Paths whose file is answered whole in its head and half in its body, the other
+        half 20 s later (a download in flight: a large file, a slow link)."""
         self.released = threading.Event()
         kikou = self
 
@@ -91,6 +94,17 @@ class Kikou:
                         % (got[0].encode(), len(got[1]), got[1])
                     )
                     self.close_connection = True
+                    return
+                if got and self.path in kikou.stalled:
+                    self.send_response(200)
+                    self.send_header("ETag", got[0])
+                    self.send_header("Content-Length", str(len(got[1])))
+                    self.end_headers()
+                    half = len(got[1]) // 2
+                    self.wfile.write(got[1][:half])
+                    self.wfile.flush()
+                    time.sleep(20)
+                    self.wfile.write(got[1][half:])
                     return
                 if got and self.path in kikou.limited:
                     problem = b'{"title":"cycle","status":429}'
@@ -708,3 +722,106 @@ def test_a_token_file_others_may_read_or_not_a_file_is_refused(
     assert "the token file is not a regular file" in capsys.readouterr().err
     assert kikou.requests == []
     assert not (g / "store").exists()
+
+
+class _Killed(BaseException):
+    """A kill at an instant chosen by the test (the process ends: nothing runs after it)."""
+
+
+def test_a_pull_killed_between_its_first_import_and_the_rename_loses_nothing(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The first import of a new store commits in the staged store, then `Store.publish`
+    renames it into place. Killed between the two (the import's commit done, the rename
+    not), the next run swept the staged store as a crash's leftover and downloaded the
+    file again, which the 機構 refuses within the agreed cycle (429 ``cycle``): no store for
+    up to a cycle, the download counted twice. The next run now puts a dead writer's staged
+    store that holds an import in place (it is what that writer would have published) and
+    asks with the ETag it keeps: 304."""
+    g = _group_dir(pki, kikou, tmp_path)
+    full = make_crl(pki, G1, 10, [(5, 1, 1)], this_update=datetime.now(UTC) - timedelta(minutes=1))
+    kikou.files["/f.crl"] = ('"f10"', full)
+    opened: list[Store] = []
+    real_open = Store.open_staged
+
+    def keep(path: Path, **kw: int) -> Store:
+        opened.append(real_open(path, **kw))
+        return opened[-1]
+
+    def kill(self: Store) -> Store:
+        raise _Killed
+
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
+    with monkeypatch.context() as m:
+        m.setattr(Store, "open_staged", staticmethod(keep))
+        m.setattr(Store, "publish", kill)
+        m.setattr("crlbuilder.group.pull._close", lambda store: None)  # the process is gone
+        with pytest.raises(_Killed):
+            run_pull(args)
+    (staged,) = opened
+    os.close(staged.writer_lock.pop())  # its writer dead: the lock goes with it
+    staged.env.close()
+    assert staged.path.exists() and not (g / "store").exists()
+    assert kikou.gets() == ["/f.crl"]
+    kikou.limited["/f.crl"] = 3600  # downloaded a moment ago: the cycle refuses another
+    capsys.readouterr()
+    assert run_pull(args) == 0, capsys.readouterr().err
+    assert '"status": "unchanged"' in capsys.readouterr().err  # asked with its ETag: 304
+    assert kikou.gets("/f.crl") == ["/f.crl", "/f.crl"]
+    store = Store.open(g / "store", readonly=True)
+    try:
+        with store.read() as r:
+            assert r.crl_state(1).number == 10
+    finally:
+        store.close()
+    assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
+
+
+def test_two_pulls_making_the_store_in_the_same_instant_one_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second pull is refused while the first stages the store, but the check (the sweep,
+    which finds a live writer's staged store by its lock) and the staging (the directory
+    made, then locked) were two steps: two pulls started in the same instant both found
+    nothing, both staged, both downloaded every file (the 機構 counting each twice) and the
+    second to import failed to rename onto the first's store. The sweep is widened here
+    to 0.3 s, as a loaded machine may; the two steps are one now (the parent directory's
+    lock), so the second finds the first's staged store and is refused."""
+    from crlbuilder.store import lmdbstore
+
+    real = lmdbstore._sweep_staged
+
+    def slow(p: Path) -> str:
+        live = real(p)
+        time.sleep(0.3)
+        return live
+
+    monkeypatch.setattr(lmdbstore, "_sweep_staged", slow)
+    place = tmp_path / "store"
+    got: list[Store | Exception] = []
+    start = threading.Barrier(2)
+
+    def stage() -> None:
+        start.wait()
+        try:
+            got.append(Store.open_staged(place))
+        except sf.StoreFormatError as e:
+            got.append(e)
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    stores = [s for s in got if isinstance(s, Store)]
+    refused = [e for e in got if isinstance(e, sf.StoreFormatError)]
+    try:
+        assert len(stores) == 1 and len(refused) == 1, got
+        assert "another process is writing this store" in str(refused[0])
+    finally:
+        for s in stores:
+            s.discard()

@@ -273,3 +273,89 @@ def test_a_large_body_is_held_in_memory_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     grew = int(done.stdout)
     assert grew < size * 1.25, f"{grew >> 20} MiB for a body of {size >> 20} MiB"
+
+
+def _huge(conn: socket.socket) -> None:
+    """Announces 3 GiB, sends 64 KiB, then holds the connection 3 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (3 << 30))
+    conn.sendall(b"x" * 65536)
+    time.sleep(3)
+
+
+def test_import_crl_refuses_a_body_announced_over_the_most_accepted_before_reading_it(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """`import-crl` from a URL (`importer.read_source`) read up to 2 GiB (in memory, up to
+    2,048 s at the least rate) before refusing a body its Content-Length already said was too
+    large: refused at its Content-Length now, as the pull's fetch is, by the same helper
+    (`crlbuilder.deadlinehttp.read_body`)."""
+    server = serve(_huge)
+    t0 = time.monotonic()
+    with pytest.raises(
+        ImportRefused, match=r"announces 3221225472 bytes, more than the 2147483648"
+    ):
+        read_source(server.url, timeout=2.0, min_rate=1 << 20)
+    assert time.monotonic() - t0 < 1.5
+
+
+def _cut(conn: socket.socket) -> None:
+    """Announces 100 bytes, sends 10, closes."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+
+
+def test_a_body_cut_short_of_its_content_length_is_a_failed_fetch(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """http.client's ``read1``/``read(amt)`` end without a word when the connection closes
+    before the Content-Length's bytes: the pull and ``import-crl`` took the 10 bytes for the
+    file and handed them to the parser (refused as no CRL, a misleading reason), the relay
+    alone checked. One helper checks it for all now: the fetch fails, naming the cut."""
+    server = serve(_cut)
+    with pytest.raises(FetchFailed, match="ended 90 bytes short of the 100 its Content-Length"):
+        fetch(server.url, "token", timeout=5)
+    with pytest.raises(ImportRefused, match="ended 90 bytes short of the 100 its Content-Length"):
+        read_source(server.url, timeout=5)
+
+
+@pytest.mark.real_clock  # timed waits (the stop's timer, the server's stall)
+def test_a_stop_gives_up_the_download_in_flight_within_a_slice(
+    serve: Callable[[Script], RawServer],
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The pass's ``stop`` (SIGTERM to ``--follow``) was looked at between issuers only: a
+    download in flight went on to its end or its deadline (here 5 s of nothing, then cut
+    short). Given up within `crlbuilder.deadlinehttp.SLICE` now, ``stopped``, the store
+    unchanged, no other file asked."""
+    asked: list[bytes] = []
+
+    def stall(conn: socket.socket) -> None:
+        asked.append(b"x")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 50000)
+        time.sleep(5)
+
+    server = serve(stall)
+    base = server.url.rsplit("/", 2)[0]
+    token_file(tmp_path / "token", "token\n")
+    setup = GroupSetup(
+        group_id="g", authority=base, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
+    )  # fmt: skip
+    setup.directory = str(tmp_path)
+    store = Store.open(tmp_path / "store", readonly=False)
+    stop = threading.Event()
+    try:
+        feed = GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO(), stop=stop)
+        threading.Timer(0.5, stop.set).start()
+        t0 = time.monotonic()
+        outcomes = feed.pass_once()
+        took = time.monotonic() - t0
+        with store.read() as r:
+            assert r.crl_state(1).number == 0
+    finally:
+        store.close()
+    assert [(o.issuer, o.kind, o.status) for o in outcomes] == [(G1, "full", "stopped")]
+    assert "nothing imported" in outcomes[0].detail
+    assert took < 1.5, took
+    assert len(asked) == 1

@@ -164,3 +164,53 @@ def test_a_second_pull_while_the_first_stages_the_store_is_refused(
     assert second.returncode == 2, second.stderr
     assert "another process is writing this store" in second.stderr, second.stderr
     assert kikou.gets() == ["/f.crl"]  # the first one's only
+
+
+def test_sigterm_gives_up_the_download_in_flight_and_the_next_run_takes_it(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """SIGTERM ended the pass after the issuer in flight, but the file being downloaded was
+    still waited for, up to its deadline (30 s + 1 s a MiB by default: a 2 GiB CRL, 2,078 s,
+    far past the unit's 120 s stop timeout, then SIGKILL). The download is given up within a
+    slice now (``stopped``), nothing of it kept (no store made, no staged store, no partial
+    file), no other file asked; the next run downloads it whole."""
+    g = _group_dir(pki, kikou, tmp_path)
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    kikou.files["/f.crl"] = ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)], this_update=now))
+    kikou.stalled.add("/f.crl")  # half its body, then 20 s of nothing
+    follow = subprocess.Popen(
+        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--follow"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "/f.crl" not in kikou.gets() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert kikou.gets() == ["/f.crl"]
+        time.sleep(0.5)  # its head and half its body read
+        t0 = time.monotonic()
+        follow.send_signal(signal.SIGTERM)
+        _, err = follow.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+    assert follow.returncode == 0, err
+    assert took < 3, (took, err)
+    assert '"status": "stopped"' in err, err
+    assert kikou.gets() == ["/f.crl"], err  # not the delta, nothing after it
+    assert not (g / "store" / "data.mdb").exists()
+    assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
+    kikou.stalled.clear()
+    second = _pull(g)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    store = Store.open(g / "store", readonly=True)
+    try:
+        with store.read() as r:
+            assert r.crl_state(1).number == 10
+    finally:
+        store.close()

@@ -957,3 +957,59 @@ def test_a_record_asked_after_the_clock_stepped_back_across_midnight_is_counted_
         assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 2)]
     finally:
         g.close()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [b"Retry-After: 7\r\n X-Injected: 1", b"Content-Type: application/problem+json\r\n\tX-A: 1",
+     b"Retry-After: 7\x00"],
+    ids=["folded-retry-after", "folded-content-type", "nul"],
+)  # fmt: skip
+def test_a_folded_or_control_header_field_is_502_never_passed_on(
+    group: Group, kikou: Kikou, field: bytes
+) -> None:
+    """http.client keeps an obs-fold (a line begun with SP or HTAB) in the field's value, CR
+    LF included; the relay passed a 4xx/503's Content-Type, Retry-After and JWS-Signature on
+    as they came, so the 機構's line break went into the member's answer (a NUL too). RFC 9112
+    §5.2: a gateway answers 502 for a folded field (or unfolds it): 502 now, nothing passed on."""
+    body = b'{"rule":"x","status":429}'
+    head = b"HTTP/1.1 429 Too Many Requests\r\n"
+    if not field.startswith(b"Content-Type"):
+        head += b"Content-Type: application/problem+json\r\n"
+    kikou.behaviour = raw(
+        head + field + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+    )
+    resp, got = group.run(ASKED)
+    assert resp.status == 502, (resp, got)
+    assert "not well-formed HTTP" in problem_of(got)["detail"]
+    assert b"X-" not in b"".join(v for _, v in resp.extra_headers) + resp.content_type
+    assert group.ledger.counts == []
+
+
+def test_the_tls_context_is_made_once_not_per_request(
+    tmp_path: Path, store: MemoryReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each relayed request made a TLS context (`ssl.create_default_context`), loading the
+    system's CA bundle: about 85 ms here, the GIL held through much of it (a busy thread
+    beside it saw gaps of 250 ms), so every record-info a member asked stalled the worker's
+    event loop, OCSP answers included. Made once per relay now."""
+    import ssl
+
+    made: list[int] = []
+    real = ssl.create_default_context
+
+    def counted(*args: Any, **kw: Any) -> ssl.SSLContext:
+        made.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    g = Group(tmp_path, store, f"https://127.0.0.1:{port}", registry(), timeout=2.0)
+    try:
+        for _ in range(3):
+            assert g.run(ASKED)[0].status == 502
+    finally:
+        g.close()
+    assert len(made) == 1

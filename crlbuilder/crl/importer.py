@@ -76,7 +76,7 @@ from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
-from crlbuilder.deadlinehttp import Deadline, loopback_host, opener
+from crlbuilder.deadlinehttp import BodyRefused, Deadline, loopback_host, opener, read_body
 from crlbuilder.group.setup import GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.options import instant, transfer_rate
@@ -405,7 +405,10 @@ def read_source(
     (`crlbuilder.deadlinehttp`): a server that drips its answer is cut as soon as it falls
     behind that rate. ``token`` is sent as ``Authorization: Bearer`` to that URL only (never
     forwarded on a redirect, never logged), and never over plain http to a host other than
-    loopback. Raises ImportRefused on any failure.
+    loopback. The body is read by `crlbuilder.deadlinehttp.read_body`, as ``group pull``'s:
+    refused at its Content-Length when that announces more than ``max_bytes`` (nothing read),
+    as soon as more arrived otherwise, and never taken cut short of its Content-Length.
+    Raises ImportRefused on any failure.
     """
     if not _is_url(source):
         try:
@@ -426,7 +429,9 @@ def read_source(
     deadline = Deadline(timeout, per_byte=1.0 / min_rate)
     try:
         with opener(deadline, _HttpOnlyRedirects()).open(req) as resp:
-            body: bytes = resp.read(max_bytes + 1)
+            return read_body(resp, max_bytes)
+    except BodyRefused as e:  # announced or sent over max_bytes, or cut short
+        raise ImportRefused(str(e)) from None
     except urllib.error.HTTPError as e:
         raise ImportRefused(f"HTTP {e.code} {e.reason}") from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # a bad status line, a cut body
@@ -436,9 +441,6 @@ def read_source(
         if isinstance(e, urllib.error.URLError):
             raise ImportRefused(f"cannot fetch: {e.reason}") from None
         raise ImportRefused(f"cannot fetch: {type(e).__name__}: {e}") from None
-    if len(body) > max_bytes:
-        raise ImportRefused(f"more than the {max_bytes} bytes accepted")
-    return body
 
 
 # ---------------------------------------------------------------------------

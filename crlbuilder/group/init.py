@@ -28,7 +28,8 @@ Refused input (an existing directory, an unreachable 機構 or one whose answer 
 whole within 30 s from the connection on (a 機構 dripping it is cut), an index whose issuer id is not
 an id or whose path would name another host (`AppliancePath`: the pull sends the group's
 token to those URLs), a certificate that is no CA or does not match its pin, a responder key that does not match its certificate or a
-certificate without the OCSP-signing purpose) writes nothing.
+certificate without the OCSP-signing purpose, a ``--token-file`` group or others may read or
+that is not a regular file, `crlbuilder.tokenfile`) writes nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
+from crlbuilder.deadlinehttp import (
+    BodyRefused,
+    Deadline,
+    NoRedirects,
+    loopback_host,
+    opener,
+    read_body,
+)
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -66,6 +74,7 @@ from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.model import Family
 from crlbuilder.rules import JST
+from crlbuilder.tokenfile import TokenFileError, read_token_file
 
 __all__ = [
     "CaEntry", "InitError", "add_cli", "add_keys_cli", "fetch_answer_keys", "fetch_ca_index",
@@ -128,7 +137,9 @@ def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
     deadline = Deadline(TIMEOUT)
     try:
         with opener(deadline, NoRedirects()).open(url) as r:
-            body: bytes = r.read(limit + 1)
+            return read_body(r, limit)
+    except BodyRefused as e:  # over limit (announced or sent), or cut short
+        raise InitError(f"{url}: {e}") from None
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             raise InitError(
@@ -143,9 +154,6 @@ def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
                 f"{url}: not received whole within {TIMEOUT:g} s: cut, nothing written"
             ) from None
         raise InitError(f"{url}: cannot fetch: {reason}") from None
-    if len(body) > limit:
-        raise InitError(f"{url}: more than {limit} bytes")
-    return body
 
 
 def fetch_ca_index(
@@ -317,12 +325,10 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
     if not is_pkcs11_uri(key_ref):
         key_ref = str(Path(key_ref).resolve())
     _check_responder(cert_path, key_ref)
-    try:
-        token = args.token_file.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InitError(f"{args.token_file}: cannot read the token file: {e}") from None
-    if not token:
-        raise InitError(f"{args.token_file}: the token file is empty")
+    try:  # the operator's copy is checked as the group's own (a regular file, 0600)
+        token = read_token_file(args.token_file)
+    except TokenFileError as e:
+        raise InitError(f"--token-file {e}") from None
     successors: dict[str, x509.Certificate] = {}
     cas = fetch_ca_index(args.authority, successors)
     keys = fetch_answer_keys(args.authority, confirmed=args.answer_kid)
@@ -413,7 +419,10 @@ def add_cli(subparsers: Any) -> None:
         "--authority", required=True, help="the 機構's appliance, e.g. https://va.example"
     )
     g.add_argument("--group-id", required=True, help="the group's party id at the 機構")
-    g.add_argument("--token-file", type=Path, required=True, help="the group's bearer token")
+    g.add_argument(
+        "--token-file", type=Path, required=True,
+        help="the group's bearer token (a regular file, mode 0600 or stricter)",
+    )  # fmt: skip
     g.add_argument(
         "--cycle", type=int, default=60,
         help="agreed cycle in seconds (Ord §33(2); default %(default)s)",

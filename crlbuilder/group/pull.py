@@ -41,6 +41,10 @@ the connection to the last byte of the body, ends within ``--timeout`` seconds (
 line, headers or body is cut as soon as it falls behind the rate. A cut download is
 ``unreachable`` ("not received whole within its deadline ...: cut, nothing imported, the
 store unchanged"): the store, its ETags and the next pass are as if it had never started.
+SIGTERM to ``--follow`` gives up the file being downloaded at once (within a quarter of a
+second: ``stopped``, its bytes dropped, nothing imported; a download is held in memory, never
+a partial file) and ends the pass, no other file asked; the next run asks for it again (the
+store has not changed: the 機構 counts it again, or refuses it within the cycle, 429).
 Log lines are JSON on stderr: ``group-pull`` per file (issuer id, full or delta,
 status, CRL number, counts, why refused), ``group-pass`` per pass, ``group-stale``
 when an issuer's data passes its nextUpdate; never the token, never a serial.
@@ -50,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import json
 import sys
 import threading
@@ -75,7 +78,15 @@ from crlbuilder.crl.importer import (
     group_issuers,
     source_label,
 )
-from crlbuilder.deadlinehttp import Deadline, NoRedirects, loopback_host, opener
+from crlbuilder.deadlinehttp import (
+    BodyRefused,
+    Deadline,
+    NoRedirects,
+    Stopped,
+    loopback_host,
+    opener,
+    read_body,
+)
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
@@ -104,14 +115,21 @@ MIN_RATE: Final = 1 << 20
 most accepted, may take 2,048 s more)."""
 
 _READ_CHUNK: Final = 1 << 20
-"""The most bytes one socket read of a body returns (`_read_body`)."""
+"""The most bytes one socket read of a body returns (`crlbuilder.deadlinehttp.read_body`)."""
 
 BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
 
 Kind = Literal["full", "delta"]
 Status = Literal[
-    "imported", "already-imported", "unchanged", "absent", "limited", "refused", "unreachable"
+    "imported",
+    "already-imported",
+    "unchanged",
+    "absent",
+    "limited",
+    "refused",
+    "unreachable",
+    "stopped",
 ]
 LIMITS: Final = {
     "cycle": "the agreed cycle (取決め, 提供の周期 Ord §33(2)) limits downloads",
@@ -124,13 +142,21 @@ class FetchFailed(Exception):
     """The 機構's appliance did not deliver (network, timeout, HTTP error): try again later."""
 
     def __init__(
-        self, reason: str, *, status: int = 0, retry_after: float = 0.0, rule: str = ""
+        self,
+        reason: str,
+        *,
+        status: int = 0,
+        retry_after: float = 0.0,
+        rule: str = "",
+        stopped: bool = False,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
         self.rule = rule
         """The problem's rule of a refusal (``cycle``, ``quota`` ...), "" when none was said."""
+        self.stopped = stopped
+        """Given up because the pull is stopping (``stop`` set: SIGTERM), not the 機構's doing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +187,7 @@ def fetch(
     timeout: float = TIMEOUT,
     min_rate: int = MIN_RATE,
     if_none_match: str | None = None,
+    stop: threading.Event | None = None,
 ) -> Fetched:
     """One request to the 機構's appliance with the group's bearer token; FetchFailed if not
     200 (or 304 to ``if_none_match``, an ETag: `Fetched.not_modified`).
@@ -172,8 +199,14 @@ def fetch(
     as soon as it falls behind the rate, instead of holding the pass, and every other
     issuer's file behind it, for ever (a timeout per socket operation alone never fired).
     Whatever the server sends (a bad status line, a header line too long, a chunked body cut
-    short), the only exception is FetchFailed. The token goes to http(s) URLs only, never
-    over plain http to a host other than loopback, and is never logged."""
+    short), the only exception is FetchFailed. The body is read by
+    `crlbuilder.deadlinehttp.read_body`: at most `MAX_CRL_BYTES` (refused at its
+    Content-Length when that announces more, nothing read), never taken cut short of its
+    Content-Length. Once ``stop`` is set (SIGTERM to ``--follow``) the exchange is given up
+    within `crlbuilder.deadlinehttp.SLICE` seconds, the bytes received dropped (a download is
+    held in memory only: no partial file, nothing imported): FetchFailed ``stopped``. The
+    token goes to http(s) URLs only, never over plain http to a host other than loopback,
+    and is never logged."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
@@ -185,19 +218,27 @@ def fetch(
     if if_none_match is not None:
         headers["If-None-Match"] = if_none_match
     req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (checked)
-    deadline = Deadline(timeout, per_byte=1.0 / min_rate)
+    deadline = Deadline(timeout, per_byte=1.0 / min_rate, stop=stop)
     try:
         with opener(deadline, NoRedirects()).open(req) as resp:  # the agreement's URLs only
-            body = _read_body(resp) if method == "GET" else b""
+            body = read_body(resp, MAX_CRL_BYTES, chunk=_READ_CHUNK) if method == "GET" else b""
             etag = resp.headers.get("ETag")
+    except Stopped:
+        raise FetchFailed(
+            f"given up as the pull stops, {deadline.received} bytes received: nothing "
+            "imported, the store unchanged (the next run asks again)",
+            stopped=True,
+        ) from None
+    except BodyRefused as e:
+        raise FetchFailed(str(e)) from None
     except urllib.error.HTTPError as e:
         if e.code == 304 and if_none_match is not None:
             return Fetched(b"", e.headers.get("ETag") or if_none_match, not_modified=True)
         retry = e.headers.get("Retry-After") if e.headers is not None else None
         try:
             problem = e.read(4096) if e.code == 429 else b""
-        except (OSError, ValueError, http.client.HTTPException):
-            problem = b""  # a 429 whose problem body is cut short: still a 429
+        except (OSError, ValueError, http.client.HTTPException, Stopped):
+            problem = b""  # a 429 whose problem body is cut short (or given up): still a 429
         raise FetchFailed(
             f"HTTP {e.code} {e.reason}",
             status=e.code,
@@ -219,22 +260,6 @@ def delay_seconds(value: str | None) -> float:
     if not value or not value.isascii() or not value.isdigit():
         return 0.0
     return float(value) if len(value) <= 15 else 1e15
-
-
-def _read_body(resp: http.client.HTTPResponse) -> bytes:
-    """The body, read a socket read at a time (`read1`) up to :data:`MAX_CRL_BYTES`
-    (FetchFailed past it, or at once when its Content-Length says so: nothing read); the
-    connection's deadline bounds the time."""
-    if resp.length is not None and resp.length > MAX_CRL_BYTES:
-        raise FetchFailed(
-            f"the answer announces {resp.length} bytes, more than the {MAX_CRL_BYTES} accepted"
-        )
-    body = io.BytesIO()  # its buffer becomes the bytes returned: no second copy (joined parts were)
-    while chunk := resp.read1(_READ_CHUNK):
-        if body.tell() + len(chunk) > MAX_CRL_BYTES:
-            raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
-        body.write(chunk)
-    return body.getvalue()
 
 
 @dataclass(slots=True)
@@ -289,9 +314,12 @@ class GroupFeed:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     log: IO[str] = field(default_factory=lambda: sys.stderr)
     stop: threading.Event | None = None
-    """Set (SIGTERM, `follow`'s ``stop``): the pass ends after the issuer whose files are in
-    flight (its full and delta CRL, which a new full CRL ties together: `pass_once`), not
-    after every issuer's (each file up to its deadline: past the unit's stop timeout)."""
+    """Set (SIGTERM, `follow`'s ``stop``): the file being downloaded is given up within
+    `crlbuilder.deadlinehttp.SLICE` seconds (``stopped``: nothing of it kept, the next run asks
+    for it again) and the pass ends there, no other file asked; one being imported is imported
+    first (its one write transaction). Before, the pass went on with every other issuer's files
+    (each up to its deadline: past the unit's stop timeout), then the download in flight was
+    still waited for (a 2 GiB file: up to 2,048 s)."""
     _stale: set[str] = field(default_factory=set)
     importer: CrlImporter = field(init=False)
 
@@ -316,6 +344,10 @@ class GroupFeed:
             if self.stop is not None and self.stop.is_set():  # stopping: no issuer more
                 break
             full = self._file(issuer, "full", token)
+            if full.status == "stopped":  # its download given up: no other file asked
+                out.append(full)
+                self._emit(full.as_dict())
+                break
             delta = self._file(issuer, "delta", token)
             if delta.base_ahead:  # a new full CRL was published between the two fetches
                 if full.status != "limited":  # asked without its ETag: the delta says it is new
@@ -337,8 +369,10 @@ class GroupFeed:
         """A new store is staged until its first CRL is imported, then put in its place
         (`Store.open_staged`) at once, before any other file is fetched: never an empty one
         in the meantime, and a pull killed later in its pass leaves what it imported where the
-        next run finds it (a staged store is swept by the next run, and the file downloaded
-        again, which the 機構 refuses within the agreed cycle: no store for up to a cycle)."""
+        next run finds it. Killed between the import's commit and this rename, the staged store
+        holding the import is put in place by the next run (`Store.open_staged`), not swept:
+        downloaded again, the file would be refused within the agreed cycle (no store for up
+        to a cycle)."""
         if self.store.staged_for is None:
             return
         with self.store.read() as r:
@@ -366,8 +400,9 @@ class GroupFeed:
                 last = self.pulled(issuer, kind) if validate else None
                 etag = last.etag if last is not None else None
                 got = fetch(
-                    url, token, timeout=self.timeout, min_rate=self.min_rate, if_none_match=etag
-                )
+                    url, token, timeout=self.timeout, min_rate=self.min_rate,
+                    if_none_match=etag, stop=self.stop,
+                )  # fmt: skip
                 if last is not None and (got.not_modified or got.etag == etag):
                     o.status, o.number = "unchanged", last.number
                     return o
@@ -378,7 +413,9 @@ class GroupFeed:
             # never more than the cycle: the 機構 never holds a group off longer (Ord §33(2)),
             # and a Retry-After of centuries overflowed the next try's date and the wait
             e.retry_after = min(e.retry_after, float(self.setup.cycle_seconds))
-            if kind == "delta" and e.status == 404:
+            if e.stopped:
+                o.status, o.detail = "stopped", str(e)
+            elif kind == "delta" and e.status == 404:
                 o.status, o.detail = "absent", "no delta CRL published"
             elif e.status == 429:
                 o.status, o.retry_after = "limited", e.retry_after
@@ -438,7 +475,7 @@ class GroupFeed:
         """Passes until ``stop`` is set (or ``max_passes``): a cycle after a clean pass, a
         doubling backoff after a failed one. Returns the passes made."""
         cycle = float(self.setup.cycle_seconds)
-        self.stop = stop  # a pass in progress ends after the issuer in flight
+        self.stop = stop  # a pass in progress gives up its download and ends
         backoff = 0.0
         passes = 0
         while not stop.is_set():
@@ -558,6 +595,10 @@ def run_pull(args: argparse.Namespace) -> int:
             else:
                 rc = 1 if any(o.failed for o in outcomes) else 0
         if feed.store.staged_for is not None:  # nothing imported: never put in place
+            if args.follow:  # stopped (SIGTERM) before its first import: a stop, no failure
+                print(f"{prog}: stopped before any CRL was imported: no store made at {place}",
+                      file=sys.stderr)  # fmt: skip
+                return 0
             print(f"{prog}: error: no CRL imported: no store made at {place}", file=sys.stderr)
             return rc or 1
         return rc

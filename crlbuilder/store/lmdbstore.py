@@ -23,6 +23,8 @@ import os
 import re
 import secrets
 import stat
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -32,6 +34,9 @@ import lmdb
 from crlbuilder import atomicfile
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import Db, LmdbReader
+
+_PLACE_WAIT: Final = 10.0
+"""Seconds `_place_locked` waits for the directory's lock (others hold it for moments)."""
 
 LmdbError: Final = lmdb.Error
 """What LMDB raises (a full disk at a commit, a full map at a put): the writer (`Commit`)
@@ -113,20 +118,27 @@ class Store:
         moved into place by `publish`: a writer that may import nothing for a while (a
         ``group pull --follow`` whose passes fail) never shows an empty store to a responder
         or an operator. Staged stores that a crashed writer left (their lock free) are
-        removed first; one whose writer is alive refuses this one, as a store in place does
+        removed first, but one that holds a committed CRL import is put in place instead
+        (`_sweep_staged`: a writer killed between its first import's commit and its rename)
+        and opened there; one whose writer is alive refuses this one, as a store in place does
         (`_lock_writer`: one writer at a time, the two would download and import the same
-        files). Refuses a place that holds a store or other files."""
+        files). The look for staged stores, the staging and `publish`'s rename are one step
+        each under the place's directory lock (`_place_locked`): two writers started in the
+        same instant cannot both stage. A place that holds a store (put there meanwhile) is
+        opened as `open` opens it (refused while its writer lives). Refuses a place that holds
+        other files."""
         p = Path(path)
         _check_new_place(p)
-        if (p / "data.mdb").exists():
-            raise sf.StoreFormatError(f"{p}: a store is here already; not a new one")
-        if live := _sweep_staged(p):
-            raise sf.StoreFormatError(
-                f"{p}: another process is writing this store (group pull, making it at "
-                f"{live}): one writer at a time; stop it first"
-            )
-        staged = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
-        store = cls.open(staged, readonly=False, map_size=map_size)
+        with _place_locked(p):
+            if not (p / "data.mdb").exists() and (live := _sweep_staged(p)):
+                raise sf.StoreFormatError(
+                    f"{p}: another process is writing this store (group pull, making it "
+                    f"at {live}): one writer at a time; stop it first"
+                )
+            if (p / "data.mdb").exists():  # a crashed writer's import, or another's publish
+                return cls.open(p, readonly=False, map_size=map_size)
+            staged = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+            store = cls.open(staged, readonly=False, map_size=map_size)
         return dataclasses.replace(store, staged_for=p)
 
     def publish(self) -> Store:
@@ -136,8 +148,9 @@ class Store:
         if self.staged_for is None:
             return self
         try:
-            os.rename(self.path, self.staged_for)  # onto nothing, or an empty directory
-            atomicfile.fsync_dir(self.staged_for.parent)
+            with _place_locked(self.staged_for):
+                os.rename(self.path, self.staged_for)  # onto nothing, or an empty directory
+                atomicfile.fsync_dir(self.staged_for.parent)
         except OSError as e:
             raise sf.StoreFormatError(
                 f"{self.staged_for}: cannot put the new store in place: {e.strerror}"
@@ -327,12 +340,18 @@ def _staged_name(p: Path) -> re.Pattern[str]:
 
 
 def _sweep_staged(p: Path) -> str:
-    """Remove the staged stores for ``p`` whose writer is gone (their directory's lock can be
-    taken): a crash before `Store.publish`. A live writer's is left alone, and named: the
-    returned name ("" when none)."""
+    """Clear the staged stores for ``p`` whose writer is gone (their directory's lock can be
+    taken): a crash before `Store.publish`. The first of them (by name) that holds a
+    committed CRL import (`_holds_import`: the writer was killed between its first import's
+    commit and its rename) is put in ``p``, as that writer would have done: it is what that
+    writer downloaded and verified, and the 機構 refuses a second download within the agreed
+    cycle. The others are removed. A live writer's is left alone, and named: the returned
+    name ("" when none). Called under `_place_locked`."""
     pattern = _staged_name(p)
     try:
-        entries = [e for e in os.scandir(p.parent) if pattern.match(e.name)]
+        entries = sorted(
+            (e for e in os.scandir(p.parent) if pattern.match(e.name)), key=lambda e: e.name
+        )
     except FileNotFoundError:
         return ""
     live = ""
@@ -349,11 +368,58 @@ def _sweep_staged(p: Path) -> str:
         except OSError:  # not ours to remove
             continue
         else:
-            with contextlib.suppress(OSError):  # not ours to remove
-                _remove_store_files(Path(e.path), made_dir=True)
+            with contextlib.suppress(OSError):  # not ours to remove, or to put in place
+                if not (p / "data.mdb").exists() and _holds_import(Path(e.path)):
+                    os.rename(e.path, p)  # onto nothing, or an empty directory
+                    atomicfile.fsync_dir(p.parent)
+                else:
+                    _remove_store_files(Path(e.path), made_dir=True)
         finally:
             os.close(fd)
     return live
+
+
+def _holds_import(staged: Path) -> bool:
+    """Whether a staged store holds a committed CRL import (`StoreReader.crl_import`, what
+    `crlbuilder.group.pull` publishes a staged store at)."""
+    try:
+        store = Store._open(staged, readonly=True, map_size=DEFAULT_MAP_SIZE, max_readers=8)
+    except sf.StoreFormatError:  # nothing committed, or not a store
+        return False
+    try:
+        with store.read() as r:
+            return r.crl_import()
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _place_locked(p: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory holding the store's place ``p`` (made if need
+    be), held while a staged store for ``p`` is looked for and made (`Store.open_staged`) or
+    renamed into place (`Store.publish`): each of those is one step to another writer doing
+    the same. Held for moments; waited for at most `_PLACE_WAIT` seconds."""
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise sf.StoreFormatError(f"{p.parent}: cannot lock the directory: {e.strerror}") from None
+    try:
+        give_up = time.monotonic() + _PLACE_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise sf.StoreFormatError(
+                        f"{p.parent}: another process has held the directory's lock for "
+                        f"{_PLACE_WAIT:g} s; a new store is not made under it"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # the lock with it
 
 
 def _remove_store_files(p: Path, *, made_dir: bool) -> None:
