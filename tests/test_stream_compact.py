@@ -23,6 +23,7 @@ from crlbuilder.recordcompact import CompactionRefused, purge_through, tail_star
 from crlbuilder.snapshot import SnapshotInfo
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
+from crlbuilder.stream import Consumer, Delivered
 from tests.support.nats import NatsCluster
 from tests.test_stream import (
     consume,
@@ -328,3 +329,51 @@ def test_a_stream_whose_last_message_was_deleted_alone_is_still_compacted(
     assert msgspec.json.decode(kept.stdout)["purged_through"] == 0 and _first(a, cluster) == 1
     out = _compact(a, "SNAP_COMPACT_RMM", keep_days="0")
     assert out.returncode == 0 and msgspec.json.decode(out.stdout)["purged_through"] == n
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_node_mid_catch_up_when_the_purge_runs_refuses_the_stream_not_skips_it(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node behind the snapshot, its consumer open and catching up, when a compaction
+    purges past it: its durable consumer moves on to the stream's new first message. The
+    builder checked the stream held its next message only when it opened the consumer, so it
+    applied what came next and passed over the purged records without a word, its store no
+    longer the others'. It refuses the stream at the gap (exit 3, /readyz), nothing of it
+    written."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_midway")
+    lag = node_config(tmp_path / "lag", demo_pki[0], cluster.source, "compact_midway")
+    same_key(Path(a.keys.facts_key_file), Path(lag.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    n0 = publish_files(a, cluster, files[:1])
+    assert consume(lag, cluster) == n0
+    n1 = n0 + publish_files(a, cluster, files[1:2])
+    assert consume(a, cluster) == n1
+    assert _put(a, cluster, "SNAP_COMPACT_MIDWAY").returncode == 0
+    n2 = n1 + publish_files(a, cluster, files[2:])
+    assert consume(a, cluster) == n2
+
+    real_fetch = Consumer.fetch
+    fetches = 0
+
+    def fetch_after_purge(self: Consumer, n: int, timeout: float) -> list[Delivered]:
+        nonlocal fetches
+        fetches += 1
+        if fetches == 2:  # the node has its first batch: the daily compaction runs now
+            out = _compact(a, "SNAP_COMPACT_MIDWAY")
+            assert out.returncode == 0, out.stderr
+            assert msgspec.json.decode(out.stdout)["purged_through"] == n1
+        return real_fetch(self, min(n, 5), timeout)  # a few at a time: still behind
+
+    monkeypatch.setattr(Consumer, "fetch", fetch_after_purge)
+    with pytest.raises(StreamTruncated, match="no longer holds sequence"):
+        consume(lag, cluster)
+    assert fetches >= 2
+    held = stream_seq(lag)
+    assert n0 <= held < n1  # what it applied before the purge, nothing after the gap
+    assert f"its first is {n1 + 1}" in refused(lag)
