@@ -377,3 +377,23 @@ def test_a_node_mid_catch_up_when_the_purge_runs_refuses_the_stream_not_skips_it
     held = stream_seq(lag)
     assert n0 <= held < n1  # what it applied before the purge, nothing after the gap
     assert f"its first is {n1 + 1}" in refused(lag)
+
+
+def test_a_last_message_stored_in_the_future_does_not_shorten_the_tail() -> None:
+    """A stream leader whose clock ran a year ahead when it stored the last message (a tick):
+    measured from that time alone, the tail was empty and the purge went through the snapshot,
+    nodes stopped for a day refused. The tail is measured from the earlier of the last
+    message's time and the compacting host's: a clock in the past only lengthens it."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    times = {s: t0 + timedelta(hours=s) for s in range(1, 101)}
+    times[100] = t0 + timedelta(days=365)
+
+    def at(seq: int) -> tuple[int, datetime] | None:
+        found = min((s for s in times if s >= seq), default=None)
+        return None if found is None else (found, times[found])
+
+    now = t0 + timedelta(hours=99, minutes=30)
+    assert tail_start(1, 100, at, timedelta(hours=10), now=now) == 90
+    assert tail_start(1, 100, at, timedelta(hours=10), now=now + timedelta(days=400)) == 100
+    behind = t0 + timedelta(hours=50)  # the host's clock behind: a longer tail, the safe side
+    assert tail_start(1, 100, at, timedelta(hours=10), now=behind) == 40
