@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js.api import ObjectMeta
 
 from crlbuilder import recordcompact, release, snapshot
 from crlbuilder.build import StreamTruncated
@@ -397,3 +398,44 @@ def test_a_last_message_stored_in_the_future_does_not_shorten_the_tail() -> None
     assert tail_start(1, 100, at, timedelta(hours=10), now=now + timedelta(days=400)) == 100
     behind = t0 + timedelta(hours=50)  # the host's clock behind: a longer tail, the safe side
     assert tail_start(1, 100, at, timedelta(hours=10), now=behind) == 40
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_snapshot_described_past_what_its_store_applied_purges_nothing(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A snapshot whose description names a later sequence than its store applied (put by
+    hand, or by a release that described it wrongly): a purge through the description would
+    take messages no store that starts from it holds. The store's own sequence is read and
+    compared before anything is purged: refused, nothing purged."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_desc")
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(a, cluster, files[:2])
+    assert consume(a, cluster) == n
+    m = n + publish_files(a, cluster, files[2:3])  # on the stream, not in a's store
+    bucket = snapshot.Bucket("SNAP_COMPACT_DESC")
+    c = Cluster(cluster.urls)
+    try:
+        store = Store.open(Path(a.store.path), readonly=True)
+        try:
+            info = snapshot.put(c, bucket, store)
+        finally:
+            store.close()
+        assert info.stream_seq == n
+        copy = tmp_path / "copy"
+        snapshot.get(c, bucket, copy)
+        claimed = msgspec.json.encode(msgspec.structs.replace(info, stream_seq=m)).decode()
+        obs = c.run(c.js.object_store(bucket.name))
+
+        async def put_claimed() -> None:
+            with (copy / "data.mdb").open("rb") as f:
+                await obs.put(snapshot.OBJECT, f, meta=ObjectMeta(name=snapshot.OBJECT,
+                                                                  description=claimed))  # fmt: skip
+
+        c.run(put_claimed())
+        with pytest.raises(CompactionRefused, match=f"sequence {n}, described {m}"):
+            recordcompact.compact(c, names(a), bucket, keep=timedelta(0))
+        assert _first(a, cluster) == 1
+    finally:
+        c.close()
