@@ -21,8 +21,10 @@ otherwise, nothing purged):
   store opened, its own sequence the one described), and its description read again
   afterwards: a snapshot replaced meanwhile (a put under way when the compaction started) is
   refused, to be compacted by the next run;
-- of this instance of the stream (its ``feed``, `crlbuilder.stream.feed_id`; one naming no
-  stream, put by a release before the field, is refused too) and of no newer release than
+- of this instance of the stream (its ``feed``, `crlbuilder.stream.feed_id`, read again with
+  the state the purge is computed from: a stream made again while the snapshot was read is
+  not purged through the old one's sequence; one naming no stream, put by a release before
+  the field, is refused too) and of no newer release than
   this one (`crlbuilder.release`);
 - the stream not already purged past it (a snapshot put from a store behind the stream's
   first message: no node could start from it).
@@ -78,7 +80,7 @@ import nats.js.errors
 from crlbuilder import release, snapshot
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.snapshot import SnapshotInfo
-from crlbuilder.stream import StreamNames, current_feed_id
+from crlbuilder.stream import StreamNames, current_feed_id, feed_id
 
 
 class CompactionRefused(Exception):
@@ -212,9 +214,15 @@ def compact(
             "under way): nothing purged; compact again once the put is done"
         )
 
-    async def state() -> tuple[int, int]:
-        s = (await cluster.js.stream_info(names.name)).state
-        return int(s.first_seq), int(s.last_seq)
+    async def state() -> tuple[int, int, bytes]:
+        """The stream's first and last sequences and its instance, as one answer: the
+        stream made again while the snapshot was read is not purged through the old one's
+        sequence (its instance was read before)."""
+        got = await cluster.js.stream_info(names.name)
+        if got.created is None:
+            raise ClusterError(f"stream {names.name}: JetStream gave no creation time")
+        s = got.state
+        return int(s.first_seq), int(s.last_seq), feed_id(names.name, got.created)
 
     async def at(seq: int) -> tuple[int, datetime] | None:
         try:
@@ -226,14 +234,14 @@ def compact(
         return int(m.seq), m.time
 
     try:
-        first, last = cluster.run(state())
+        first, last, feed = cluster.run(state())
         first = max(first, 1)
         now = datetime.now(UTC)
         tail = tail_start(first, last, lambda s: cluster.run(at(s)), keep, now=now)
         through = purge_through(info, feed=feed, first=first, last=last, tail_from=tail)
         if through:
             cluster.run(cluster.js.purge_stream(names.name, seq=through + 1))
-            first, last = cluster.run(state())
+            first, last, _ = cluster.run(state())
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
         raise ClusterError(f"stream {names.name}: {e}") from None
     return Compacted(info.stream_seq, through, first, last)

@@ -439,3 +439,41 @@ def test_a_snapshot_described_past_what_its_store_applied_purges_nothing(
         assert _first(a, cluster) == 1
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_while_the_snapshot_is_verified_is_not_purged(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record stream deleted and made again (its history republished) while the
+    compaction reads the snapshot: the stream's instance was read once, before, so the purge
+    went to the new stream through the old snapshot's sequence, records that no store of the
+    new stream holds. The instance is read again with the state the purge is computed from."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_again")
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(a, cluster, files[:2])
+    assert consume(a, cluster) == n
+    assert _put(a, cluster, "SNAP_COMPACT_AGAIN").returncode == 0
+    real_get = snapshot.get
+    c = Cluster(cluster.urls)
+
+    def get_then_made_again(*args: object, **kw: object) -> SnapshotInfo:
+        got = real_get(*args, **kw)  # type: ignore[arg-type]
+        c.run(c.js.delete_stream(names(a).name))
+        publish_files(a, cluster, files)  # the history republished on a new stream
+        return got
+
+    try:
+        monkeypatch.setattr(snapshot, "get", get_then_made_again)
+        with pytest.raises(CompactionRefused, match="another instance of the record stream"):
+            recordcompact.compact(
+                c, names(a), snapshot.Bucket("SNAP_COMPACT_AGAIN"), keep=timedelta(0)
+            )
+        assert _first(a, cluster) == 1
+    finally:
+        c.close()
