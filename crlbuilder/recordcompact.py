@@ -236,8 +236,7 @@ def compact(
     try:
         first, last, feed = cluster.run(state())
         first = max(first, 1)
-        now = datetime.now(UTC)
-        tail = tail_start(first, last, lambda s: cluster.run(at(s)), keep, now=now)
+        tail = tail_start(first, last, lambda s: cluster.run(at(s)), keep, now=datetime.now(UTC))
         through = purge_through(info, feed=feed, first=first, last=last, tail_from=tail)
         if through:
             cluster.run(cluster.js.purge_stream(names.name, seq=through + 1))
