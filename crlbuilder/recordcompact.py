@@ -203,7 +203,13 @@ def compact(
             raise CompactionRefused(str(e)) from None
         except OSError as e:
             raise ClusterError(f"cannot read the snapshot into {tmp} to verify it: {e}") from None
-    described = snapshot.latest_description(cluster, bucket)
+    try:
+        described = snapshot.latest_description(cluster, bucket)
+    except snapshot.NoSnapshot as e:  # deleted while it was verified: refused, as none
+        raise CompactionRefused(
+            f"{e} (deleted while it was verified): the record stream is not purged without a "
+            "snapshot to start from (crlbuilder snapshot put from a caught-up node first)"
+        ) from None
     try:
         now = msgspec.json.decode(described or "", type=SnapshotInfo)
     except msgspec.DecodeError:

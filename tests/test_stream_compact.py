@@ -268,7 +268,9 @@ def test_a_snapshot_replaced_while_it_is_verified_purges_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A put that ends while the compaction reads the snapshot it replaces: what was verified
-    is no longer the latest, so nothing is purged (the next run compacts behind the new one)."""
+    is no longer the latest, so nothing is purged (the next run compacts behind the new one).
+    Deleted meanwhile: refused as no snapshot (exit 3, as documented; it escaped as a cluster
+    failure, exit 1)."""
     a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_mid")
     n = publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:2])
     assert consume(a, cluster) == n
@@ -290,7 +292,17 @@ def test_a_snapshot_replaced_while_it_is_verified_purges_nothing(
         put()  # the newer one, of a later sequence
         return got
 
+    def get_then_delete(*args: object, **kw: object) -> SnapshotInfo:
+        got = real_get(*args, **kw)  # type: ignore[arg-type]
+        c.run(c.run(c.js.object_store(bucket.name)).delete(snapshot.OBJECT))
+        return got
+
     try:
+        put()
+        monkeypatch.setattr(snapshot, "get", get_then_delete)  # deleted: refused as none (3)
+        with pytest.raises(CompactionRefused, match="deleted while it was verified"):
+            recordcompact.compact(c, names(a), bucket, keep=timedelta(0))
+        assert _first(a, cluster) == 1
         put()
         monkeypatch.setattr(snapshot, "get", get_then_put)
         with pytest.raises(CompactionRefused, match="replaced while it was verified"):
