@@ -1022,6 +1022,12 @@ class Builder:
             now = time.monotonic()
             commits = applier.summary.commits
             for d in got:
+                held = batcher.items[-1].seq if batcher.items else batcher.after
+                if d.seq > held + 1 and consumer.first_seq() > held + 1:
+                    # a gap the stream's first message moved past: purged while this node
+                    # caught up (a compaction), not messages deleted alone inside the stream;
+                    # the consumer moved on to the first, the records between never applied
+                    self._check_held(consumer, batcher.after)
                 if (batch := batcher.add(d)) is not None:
                     commit(batch)
             if any(d.item is not None for d in got) or applier.summary.commits != commits:
@@ -1138,7 +1144,10 @@ class Builder:
         kept for /readyz): a consumer started there would begin at the stream's first message,
         past records this store never applied (a node started from an old snapshot, or empty,
         after the stream was purged or given limits). Messages deleted one by one inside the
-        stream (the runbook's way out of a refused message) leave its first sequence alone."""
+        stream (the runbook's way out of a refused message) leave its first sequence alone.
+        Checked when the consumer opens and at a gap in what it delivers: a purge while the
+        node catches up (`crlbuilder.recordcompact` past its position) moves its consumer on
+        to the stream's new first message."""
         first = consumer.first_seq()
         if first <= after + 1:
             return

@@ -21,8 +21,10 @@ otherwise, nothing purged):
   store opened, its own sequence the one described), and its description read again
   afterwards: a snapshot replaced meanwhile (a put under way when the compaction started) is
   refused, to be compacted by the next run;
-- of this instance of the stream (its ``feed``, `crlbuilder.stream.feed_id`; one naming no
-  stream, put by a release before the field, is refused too) and of no newer release than
+- of this instance of the stream (its ``feed``, `crlbuilder.stream.feed_id`, read again with
+  the state the purge is computed from: a stream made again while the snapshot was read is
+  not purged through the old one's sequence; one naming no stream, put by a release before
+  the field, is refused too) and of no newer release than
   this one (`crlbuilder.release`);
 - the stream not already purged past it (a snapshot put from a store behind the stream's
   first message: no node could start from it).
@@ -36,7 +38,29 @@ erasures are purged with the records, their effect in the store.
 
 The tail (`tail_start`): the messages of the last ``keep_days`` days before the stream's last
 message (the signer's ticks keep that near now) stay, so a node stopped for maintenance shorter
-than that resumes from its own store; one stopped longer starts again from the snapshot.
+than that resumes from its own store; one stopped longer starts again from the snapshot. It is
+measured from the earlier of the last message's stored time and the compacting host's clock:
+a leader whose clock ran ahead when it stored the last message (a year ahead: no tail at all)
+does not shorten it, and a clock behind only lengthens it. The search takes stored times as
+rising with the sequence; a stretch stored while a leader's clock was set back (times earlier
+than those before them) can still be taken for older than the tail, the purge then going
+further, never past the snapshot (decision: a walk of every message would be exact, at a
+request per message). A node that the purge goes past, stopped or still catching up, refuses
+the stream (`crlbuilder.build`, ``StreamTruncated``, also at a gap in what its consumer
+delivers) and starts again from the snapshot.
+
+``--keep-days 0`` purges through the snapshot: every node behind it then starts again from the
+snapshot (a decision left to the operator; the units use the default week).
+
+NATS: the compaction runs as the ``snapshot`` role, given the record stream's info, message
+gets (the stored times of the tail's search) and purge (`crlbuilder.natsconfig`). A message
+get returns the whole message: the sealed payload, which the role cannot open (no facts key;
+the snapshot it already reads holds the same facts sealed), and the headers in clear that every
+role reading the stream sees (the release and its MAC, the file's name and line, the record
+id, the batch end). Kept (decision): the tail by time needs stored times, which only a message
+get (or a consumer, which delivers the same: its headers-only setting is the client's choice,
+not a permission) gives; a tail counted by messages alone, or by the
+snapshots of the days before, would need no get, at the price of a tail no longer in days.
 
 Sans-I/O: `purge_through` and `tail_start` decide; `compact` asks the cluster.
 """
@@ -46,7 +70,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -56,7 +80,7 @@ import nats.js.errors
 from crlbuilder import release, snapshot
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.snapshot import SnapshotInfo
-from crlbuilder.stream import StreamNames, current_feed_id
+from crlbuilder.stream import StreamNames, current_feed_id, feed_id
 
 
 class CompactionRefused(Exception):
@@ -116,9 +140,14 @@ def tail_start(
     last: int,
     stored_at: Callable[[int], tuple[int, datetime] | None],
     keep: timedelta,
+    *,
+    now: datetime | None = None,
 ) -> int:
     """The first sequence of the tail to keep: the first message stored at most ``keep``
-    before the last one held (``last`` + 1 when ``keep`` is zero or none is held).
+    before the last one held, or before ``now`` (the compacting host's clock) when that is
+    earlier (``last`` + 1 when ``keep`` is zero or none is held): a last message stored by a
+    leader whose clock ran ahead does not shorten the tail, a host's clock behind only
+    lengthens it.
     ``stored_at(seq)`` gives the first message at or after ``seq`` (one deleted alone inside
     the stream is passed) and its time as JetStream stored it, None when there is none (the
     stream's last messages deleted alone: nats-server 2.9 then finds no last message of the
@@ -138,7 +167,7 @@ def tail_start(
                 lo = mid
         end = stored_at(lo)
         assert end is not None
-    since = end[1] - keep
+    since = (end[1] if now is None else min(end[1], now)) - keep
     lo, hi = first, end[0]  # the answer is in lo..hi: the last message held is in the tail
     while lo < hi:
         mid = (lo + hi) // 2
@@ -174,7 +203,13 @@ def compact(
             raise CompactionRefused(str(e)) from None
         except OSError as e:
             raise ClusterError(f"cannot read the snapshot into {tmp} to verify it: {e}") from None
-    described = snapshot.latest_description(cluster, bucket)
+    try:
+        described = snapshot.latest_description(cluster, bucket)
+    except snapshot.NoSnapshot as e:  # deleted while it was verified: refused, as none
+        raise CompactionRefused(
+            f"{e} (deleted while it was verified): the record stream is not purged without a "
+            "snapshot to start from (crlbuilder snapshot put from a caught-up node first)"
+        ) from None
     try:
         now = msgspec.json.decode(described or "", type=SnapshotInfo)
     except msgspec.DecodeError:
@@ -185,9 +220,15 @@ def compact(
             "under way): nothing purged; compact again once the put is done"
         )
 
-    async def state() -> tuple[int, int]:
-        s = (await cluster.js.stream_info(names.name)).state
-        return int(s.first_seq), int(s.last_seq)
+    async def state() -> tuple[int, int, bytes]:
+        """The stream's first and last sequences and its instance, as one answer: the
+        stream made again while the snapshot was read is not purged through the old one's
+        sequence (its instance was read before)."""
+        got = await cluster.js.stream_info(names.name)
+        if got.created is None:
+            raise ClusterError(f"stream {names.name}: JetStream gave no creation time")
+        s = got.state
+        return int(s.first_seq), int(s.last_seq), feed_id(names.name, got.created)
 
     async def at(seq: int) -> tuple[int, datetime] | None:
         try:
@@ -199,13 +240,13 @@ def compact(
         return int(m.seq), m.time
 
     try:
-        first, last = cluster.run(state())
+        first, last, feed = cluster.run(state())
         first = max(first, 1)
-        tail = tail_start(first, last, lambda s: cluster.run(at(s)), keep)
+        tail = tail_start(first, last, lambda s: cluster.run(at(s)), keep, now=datetime.now(UTC))
         through = purge_through(info, feed=feed, first=first, last=last, tail_from=tail)
         if through:
             cluster.run(cluster.js.purge_stream(names.name, seq=through + 1))
-            first, last = cluster.run(state())
+            first, last, _ = cluster.run(state())
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
         raise ClusterError(f"stream {names.name}: {e}") from None
     return Compacted(info.stream_seq, through, first, last)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js.api import ObjectMeta
 
 from crlbuilder import recordcompact, release, snapshot
 from crlbuilder.build import StreamTruncated
@@ -23,6 +24,7 @@ from crlbuilder.recordcompact import CompactionRefused, purge_through, tail_star
 from crlbuilder.snapshot import SnapshotInfo
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
+from crlbuilder.stream import Consumer, Delivered
 from tests.support.nats import NatsCluster
 from tests.test_stream import (
     consume,
@@ -266,7 +268,9 @@ def test_a_snapshot_replaced_while_it_is_verified_purges_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A put that ends while the compaction reads the snapshot it replaces: what was verified
-    is no longer the latest, so nothing is purged (the next run compacts behind the new one)."""
+    is no longer the latest, so nothing is purged (the next run compacts behind the new one).
+    Deleted meanwhile: refused as no snapshot (exit 3, as documented; it escaped as a cluster
+    failure, exit 1)."""
     a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_mid")
     n = publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:2])
     assert consume(a, cluster) == n
@@ -288,7 +292,17 @@ def test_a_snapshot_replaced_while_it_is_verified_purges_nothing(
         put()  # the newer one, of a later sequence
         return got
 
+    def get_then_delete(*args: object, **kw: object) -> SnapshotInfo:
+        got = real_get(*args, **kw)  # type: ignore[arg-type]
+        c.run(c.run(c.js.object_store(bucket.name)).delete(snapshot.OBJECT))
+        return got
+
     try:
+        put()
+        monkeypatch.setattr(snapshot, "get", get_then_delete)  # deleted: refused as none (3)
+        with pytest.raises(CompactionRefused, match="deleted while it was verified"):
+            recordcompact.compact(c, names(a), bucket, keep=timedelta(0))
+        assert _first(a, cluster) == 1
         put()
         monkeypatch.setattr(snapshot, "get", get_then_put)
         with pytest.raises(CompactionRefused, match="replaced while it was verified"):
@@ -328,3 +342,150 @@ def test_a_stream_whose_last_message_was_deleted_alone_is_still_compacted(
     assert msgspec.json.decode(kept.stdout)["purged_through"] == 0 and _first(a, cluster) == 1
     out = _compact(a, "SNAP_COMPACT_RMM", keep_days="0")
     assert out.returncode == 0 and msgspec.json.decode(out.stdout)["purged_through"] == n
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_node_mid_catch_up_when_the_purge_runs_refuses_the_stream_not_skips_it(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node behind the snapshot, its consumer open and catching up, when a compaction
+    purges past it: its durable consumer moves on to the stream's new first message. The
+    builder checked the stream held its next message only when it opened the consumer, so it
+    applied what came next and passed over the purged records without a word, its store no
+    longer the others'. It refuses the stream at the gap (exit 3, /readyz), nothing of it
+    written."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_midway")
+    lag = node_config(tmp_path / "lag", demo_pki[0], cluster.source, "compact_midway")
+    same_key(Path(a.keys.facts_key_file), Path(lag.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    n0 = publish_files(a, cluster, files[:1])
+    assert consume(lag, cluster) == n0
+    n1 = n0 + publish_files(a, cluster, files[1:2])
+    assert consume(a, cluster) == n1
+    assert _put(a, cluster, "SNAP_COMPACT_MIDWAY").returncode == 0
+    n2 = n1 + publish_files(a, cluster, files[2:])
+    assert consume(a, cluster) == n2
+
+    real_fetch = Consumer.fetch
+    fetches = 0
+
+    def fetch_after_purge(self: Consumer, n: int, timeout: float) -> list[Delivered]:
+        nonlocal fetches
+        fetches += 1
+        if fetches == 2:  # the node has its first batch: the daily compaction runs now
+            out = _compact(a, "SNAP_COMPACT_MIDWAY")
+            assert out.returncode == 0, out.stderr
+            assert msgspec.json.decode(out.stdout)["purged_through"] == n1
+        return real_fetch(self, min(n, 5), timeout)  # a few at a time: still behind
+
+    monkeypatch.setattr(Consumer, "fetch", fetch_after_purge)
+    with pytest.raises(StreamTruncated, match="no longer holds sequence"):
+        consume(lag, cluster)
+    assert fetches >= 2
+    held = stream_seq(lag)
+    assert n0 <= held < n1  # what it applied before the purge, nothing after the gap
+    assert f"its first is {n1 + 1}" in refused(lag)
+
+
+def test_a_last_message_stored_in_the_future_does_not_shorten_the_tail() -> None:
+    """A stream leader whose clock ran a year ahead when it stored the last message (a tick):
+    measured from that time alone, the tail was empty and the purge went through the snapshot,
+    nodes stopped for a day refused. The tail is measured from the earlier of the last
+    message's time and the compacting host's: a clock in the past only lengthens it."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    times = {s: t0 + timedelta(hours=s) for s in range(1, 101)}
+    times[100] = t0 + timedelta(days=365)
+
+    def at(seq: int) -> tuple[int, datetime] | None:
+        found = min((s for s in times if s >= seq), default=None)
+        return None if found is None else (found, times[found])
+
+    now = t0 + timedelta(hours=99, minutes=30)
+    assert tail_start(1, 100, at, timedelta(hours=10), now=now) == 90
+    assert tail_start(1, 100, at, timedelta(hours=10), now=now + timedelta(days=400)) == 100
+    behind = t0 + timedelta(hours=50)  # the host's clock behind: a longer tail, the safe side
+    assert tail_start(1, 100, at, timedelta(hours=10), now=behind) == 40
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_snapshot_described_past_what_its_store_applied_purges_nothing(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A snapshot whose description names a later sequence than its store applied (put by
+    hand, or by a release that described it wrongly): a purge through the description would
+    take messages no store that starts from it holds. The store's own sequence is read and
+    compared before anything is purged: refused, nothing purged."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_desc")
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(a, cluster, files[:2])
+    assert consume(a, cluster) == n
+    m = n + publish_files(a, cluster, files[2:3])  # on the stream, not in a's store
+    bucket = snapshot.Bucket("SNAP_COMPACT_DESC")
+    c = Cluster(cluster.urls)
+    try:
+        store = Store.open(Path(a.store.path), readonly=True)
+        try:
+            info = snapshot.put(c, bucket, store)
+        finally:
+            store.close()
+        assert info.stream_seq == n
+        copy = tmp_path / "copy"
+        snapshot.get(c, bucket, copy)
+        claimed = msgspec.json.encode(msgspec.structs.replace(info, stream_seq=m)).decode()
+        obs = c.run(c.js.object_store(bucket.name))
+
+        async def put_claimed() -> None:
+            with (copy / "data.mdb").open("rb") as f:
+                await obs.put(snapshot.OBJECT, f, meta=ObjectMeta(name=snapshot.OBJECT,
+                                                                  description=claimed))  # fmt: skip
+
+        c.run(put_claimed())
+        with pytest.raises(CompactionRefused, match=f"sequence {n}, described {m}"):
+            recordcompact.compact(c, names(a), bucket, keep=timedelta(0))
+        assert _first(a, cluster) == 1
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_while_the_snapshot_is_verified_is_not_purged(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record stream deleted and made again (its history republished) while the
+    compaction reads the snapshot: the stream's instance was read once, before, so the purge
+    went to the new stream through the old snapshot's sequence, records that no store of the
+    new stream holds. The instance is read again with the state the purge is computed from."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "compact_again")
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(a, cluster, files[:2])
+    assert consume(a, cluster) == n
+    assert _put(a, cluster, "SNAP_COMPACT_AGAIN").returncode == 0
+    real_get = snapshot.get
+    c = Cluster(cluster.urls)
+
+    def get_then_made_again(*args: object, **kw: object) -> SnapshotInfo:
+        got = real_get(*args, **kw)  # type: ignore[arg-type]
+        c.run(c.js.delete_stream(names(a).name))
+        publish_files(a, cluster, files)  # the history republished on a new stream
+        return got
+
+    try:
+        monkeypatch.setattr(snapshot, "get", get_then_made_again)
+        with pytest.raises(CompactionRefused, match="another instance of the record stream"):
+            recordcompact.compact(
+                c, names(a), snapshot.Bucket("SNAP_COMPACT_AGAIN"), keep=timedelta(0)
+            )
+        assert _first(a, cluster) == 1
+    finally:
+        c.close()

@@ -759,3 +759,44 @@ def test_a_signed_operation_published_again_later_is_passed_over_by_a_node_and_a
         assert lists.watched("bank", keys) == [True, True, True]
         count, why = lists.passed()
         assert count == 1 and why.startswith("operation 4:"), why
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_latest_seal_deleted_alone_leaves_the_previous_snapshot_found(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The latest seal, the snapshot stream's last message, deleted alone (by hand): a
+    file-stored stream of nats-server 2.9 then finds no last message of the seal subject,
+    though the previous seal is there, and its check of a seal's expected last subject
+    sequence reads 0 too. A node that loads found "no snapshot" (stopped) where the previous
+    one still reaches the stream's first operation. The previous seal is found by the
+    subject's messages from the start; the next compaction seals over it (not refused as a
+    race) and keeps it as the previous one."""
+    a, late = node("a"), node("late")
+    log = history(70, seed=31)
+    for raw in log[:30]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=10, min_operations=1, part_entries=16)  # snapshot 30, 21.. stay
+    first = a[1].latest_seal()
+    for raw in log[30:60]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=35, min_operations=1, part_entries=16)  # snapshot 60, 26.. stay
+    latest = a[1].latest_seal()
+    assert first is not None and latest is not None and latest[0] > first[0]
+    last = a[1]._call(lambda c: c.js.stream_info(a[1].snap_name)).state.last_seq
+    assert latest[0] == last
+    _snapshot_message(a[1], latest[0], drop=True)  # the stream's last, alone
+
+    assert a[1].latest_seal() == first
+    assert sync(late[0], late[1], None, 30.0) == 60  # snapshot 30, then 31..60
+    assert contents(late[0]) == contents(a[0])
+    for raw in log[60:]:
+        a[1].publish(raw)
+    done = compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    assert done.snapshot == 70
+    now = a[1].latest_seal()
+    assert now is not None and watchsnap.decode_seal(MAC, now[1]).seq == 70
+    assert a[1].part_from(30, 1) is not None  # snapshot 30 kept as the previous one
+    assert sync(late[0], late[1], None, 30.0) == 70
+    assert contents(late[0]) == contents(a[0])

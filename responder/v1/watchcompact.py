@@ -80,10 +80,9 @@ def compact(
     state = stream.state()
     keys = lists.keys
     check = watchlog.secret_check(keys.check())
-    found = stream.latest_seal()
-    sealed, after, previous = 0, 0, None
+    found, after = stream.latest_seal_guarded()  # after: what JetStream checks a seal against
+    sealed, previous = 0, None
     if found is not None:
-        after = found[0]
         try:
             seal: watchsnap.Seal | None = watchsnap.decode_seal(keys.snapshot_mac, found[1])
         except watchsnap.BadSnapshot:  # made with another secret (changed since), or altered:

@@ -219,7 +219,40 @@ class WatchStream:
 
     def latest_seal(self) -> tuple[int, bytes] | None:
         """The latest snapshot's seal: (its sequence on the snapshot stream, its bytes)."""
-        return self._get(subject=self.seal_subject)
+        return self.latest_seal_guarded()[0]
+
+    def latest_seal_guarded(self) -> tuple[tuple[int, bytes] | None, int]:
+        """`latest_seal`, and the sequence JetStream checks a new seal's expected last subject
+        sequence against (`publish_seal`'s ``after``).
+
+        JetStream's last message of the seal subject is asked first. A file-stored stream of
+        nats-server 2.9 finds none once the stream's last message was deleted alone and it was
+        the subject's last (the latest seal deleted by hand), though earlier seals are there,
+        and its check of a seal's expected last subject sequence reads 0 as well: the seal is
+        then found from the subject's messages (`_last_of`), and 0 is what a new seal is
+        published over (a compaction sealing meanwhile still makes the other's refused)."""
+        found = self._get(subject=self.seal_subject)
+        if found is not None:
+            return found, found[0]
+        return self._last_of(self.seal_subject), 0
+
+    def _last_of(self, subject: str) -> tuple[int, bytes] | None:
+        """The last message of ``subject`` on the snapshot stream, by next-by-subject gets (a
+        binary search over its sequences, a few requests); None when it holds none."""
+        info = self._call(lambda c: c.js.stream_info(self.snap_name))
+        last = int(info.state.last_seq)
+        found = self._get(seq=max(int(info.state.first_seq), 1), subject=subject, next=True)
+        if found is None:
+            return None
+        lo, hi = found[0], last + 1  # a message of the subject at lo, none at or after hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            at = self._get(seq=mid, subject=subject, next=True)
+            if at is None:
+                hi = mid
+            else:
+                lo, found = at[0], at
+        return found
 
     def part_from(self, snapshot: int, at: int) -> tuple[int, bytes] | None:
         """The first part of snapshot ``snapshot`` at or after sequence ``at`` of the snapshot
