@@ -433,20 +433,8 @@ class StreamNames:
 
 def current_feed_id(cluster: Cluster, name: str) -> bytes | None:
     """The `feed_id` of the stream ``name`` as it stands (None: there is no such stream)."""
-
-    async def go() -> bytes | None:
-        try:
-            info = await cluster.js.stream_info(name)
-        except nats.js.errors.NotFoundError:
-            return None
-        if info.created is None:
-            raise ClusterError(f"stream {name}: JetStream gave no creation time")
-        return feed_id(name, info.created)
-
-    try:
-        return cluster.run(go())
-    except (nats.errors.Error, TimeoutError) as e:
-        raise ClusterError(f"stream {name}: {e}") from None
+    got = feed_and_first(cluster, name)
+    return None if got is None else got[0]
 
 
 def feed_and_first(cluster: Cluster, name: str) -> tuple[bytes, int] | None:
