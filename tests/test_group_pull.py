@@ -159,16 +159,23 @@ def group_issuer(pki: Manifest, issuer: str, index: int, url: str, suffix: str) 
     )  # fmt: skip
 
 
+def two_issuer_setup(pki: Manifest, url: str, directory: Path, token: str) -> GroupSetup:  # noqa: F811
+    """A group fed from ``url`` with two issuers (G1 at /f.crl and /d.crl, G2 at /f2.crl and
+    /d2.crl), its ``token`` written to ``directory``/token, its store ``directory``/store."""
+    token_file(directory / "token", token + "\n")
+    setup = GroupSetup(
+        group_id="g", authority=url, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[group_issuer(pki, G1, 1, url, ""), group_issuer(pki, G2, 2, url, "2")],
+    )  # fmt: skip
+    setup.directory = str(directory)
+    return setup
+
+
 @pytest.fixture
 def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  # noqa: F811
     """The group's feed of two issuers: G1 at /f.crl and /d.crl, G2 at /f2.crl and /d2.crl."""
-    token_file(tmp_path / "token", TOKEN + "\n")
-    setup = GroupSetup(
-        group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
-        responder_cert="unused.pem", responder_key="unused.key", store="store",
-        issuers=[group_issuer(pki, G1, 1, kikou.url, ""), group_issuer(pki, G2, 2, kikou.url, "2")],
-    )  # fmt: skip
-    setup.directory = str(tmp_path)
+    setup = two_issuer_setup(pki, kikou.url, tmp_path, TOKEN)
     store = Store.open(tmp_path / "store", readonly=False)
     try:
         yield GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO())

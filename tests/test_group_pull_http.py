@@ -22,11 +22,10 @@ import pytest
 
 from crlbuilder.crl.importer import ImportRefused, read_source
 from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
-from crlbuilder.group.setup import GroupSetup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
 from tests.test_crlimport import G1, G2, NOW, pki  # noqa: F401 (its PKI fixture)
-from tests.test_group_pull import group_issuer, token_file
+from tests.test_group_pull import two_issuer_setup
 
 Script = Callable[[socket.socket], None]
 
@@ -203,13 +202,7 @@ def test_a_broken_answer_for_one_issuer_does_not_end_the_pass(
 
     server = serve(script)
     base = server.url.rsplit("/", 2)[0]
-    token_file(tmp_path / "token", "token\n")
-    setup = GroupSetup(
-        group_id="g", authority=base, token_file="token", cycle_seconds=1,
-        responder_cert="unused.pem", responder_key="unused.key", store="store",
-        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
-    )  # fmt: skip
-    setup.directory = str(tmp_path)
+    setup = two_issuer_setup(pki, base, tmp_path, "token")
     store = Store.open(tmp_path / "store", readonly=False)
     try:
         outcomes = GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO()).pass_once()
@@ -339,13 +332,7 @@ def test_a_stop_gives_up_the_download_in_flight_within_a_slice(
 
     server = serve(stall)
     base = server.url.rsplit("/", 2)[0]
-    token_file(tmp_path / "token", "token\n")
-    setup = GroupSetup(
-        group_id="g", authority=base, token_file="token", cycle_seconds=1,
-        responder_cert="unused.pem", responder_key="unused.key", store="store",
-        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
-    )  # fmt: skip
-    setup.directory = str(tmp_path)
+    setup = two_issuer_setup(pki, base, tmp_path, "token")
     store = Store.open(tmp_path / "store", readonly=False)
     stop = threading.Event()
     try:
