@@ -140,6 +140,41 @@ def test_refuses_key_of_another_certificate(tmp_path: Path, ca_key: rsa.RSAPriva
         PemSigner.from_files(key_path, cert_path)
 
 
+@pytest.mark.parametrize("damage", ["d", "crt", "d-and-crt"])
+def test_refuses_a_key_whose_signatures_do_not_verify(
+    tmp_path: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, damage: str
+) -> None:
+    """The PEM load skips its own RSA key check (50-300 ms a key, `from_files`): a key whose
+    public part matches the certificate but whose private part is damaged is refused by the
+    signature check instead, whichever part is damaged, or loads and signs verifiably where
+    OpenSSL's own check of a CRT result falls back to d (damage "crt")."""
+    n = ca_key.private_numbers()
+    bad_d = n.d + 2 if damage in ("d", "d-and-crt") else n.d
+    bad_crt = damage in ("crt", "d-and-crt")
+    damaged = rsa.RSAPrivateNumbers(
+        p=n.p, q=n.q, d=bad_d,
+        dmp1=n.dmp1 + 2 if bad_crt else n.dmp1, dmq1=n.dmq1 + 2 if bad_crt else n.dmq1,
+        iqmp=n.iqmp, public_numbers=n.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)  # fmt: skip
+    key_path = tmp_path / "ca.key"
+    cert_path = tmp_path / "ca.pem"
+    _write_key(key_path, damaged)
+    _write_cert(cert_path, ca_cert, serialization.Encoding.PEM)
+    if damage == "d-and-crt":
+        with pytest.raises(SignerError, match="signatures do not verify with the certificate"):
+            PemSigner.from_files(key_path, cert_path)
+        with pytest.raises(SignerError, match="signatures do not verify"):
+            PemSigner(damaged, ca_cert)
+        return
+    # d alone (CRT used) or the CRT values alone (OpenSSL checks the CRT result and falls
+    # back to d): signatures still verify, so the key is usable and accepted
+    signer = PemSigner.from_files(key_path, cert_path)
+    signature = signer.sign(b"tbs")
+    public = ca_cert.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(signature, b"tbs", padding.PKCS1v15(), hashes.SHA256())
+
+
 def test_refuses_short_and_non_rsa_keys(tmp_path: Path) -> None:
     short = rsa_key(1024)
     with pytest.raises(SignerError, match="RSA-1024"):
