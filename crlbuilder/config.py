@@ -12,6 +12,7 @@ paths and secrets: ``JPKI_VA_STORE``, ``JPKI_VA_PKI``, ``JPKI_VA_FACTS_KEY``
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -395,8 +396,10 @@ def _shown_default(section: str, name: str) -> str:
     return str(default)
 
 
+@functools.cache
 def _annotation(section: str, name: str) -> object:
-    """The declared type of ``section.name`` (with its msgspec bounds)."""
+    """The declared type of ``section.name`` (with its msgspec bounds); kept, as resolving a
+    struct's annotations costs about as much as the rest of building the parser."""
     section_type = type(getattr(BuilderConfig(), section))
     return next(f.type for f in msgspec.structs.fields(section_type) if f.name == name)
 
