@@ -918,7 +918,7 @@ def _outbox(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             return 0
         n = outboxprune.prune(args.file, mark)
-    except outboxprune.MarkRefused as e:
+    except outboxprune.PruneRefused as e:
         print(f"{name}: refused: {args.file}: {e}; nothing pruned", file=sys.stderr)
         return 2
     except ValueError as e:

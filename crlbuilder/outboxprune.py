@@ -47,7 +47,11 @@ MARK: Final = re.compile(r"(0|[1-9][0-9]{0,11}):([0-9a-f]{32})")
 """A mark as `Mark.__str__` writes it: the number of lines, ``:``, 32 hex digits."""
 
 
-class MarkRefused(ValueError):
+class PruneRefused(ValueError):
+    """A prune that would not take the lines off the file named: nothing is pruned."""
+
+
+class MarkRefused(PruneRefused):
     """A mark that does not describe the file's start: nothing is pruned."""
 
 
@@ -158,8 +162,12 @@ def read_marked(path: Path, mark: Mark) -> bytes:
 def prune(path: Path, mark: Mark) -> int:
     """Take the lines ``mark`` covers off the front of the file at ``path``; returns how many.
     The rest is written whole into a new file (0600, the old one's owner) renamed over it, under
-    the old file's exclusive lock (`open_locked`); `MarkRefused` changes nothing."""
-    fd = open_locked(path, os.O_RDWR)
+    the old file's exclusive lock (`open_locked`); `MarkRefused` changes nothing, and so does
+    `PruneRefused` for a symbolic link (the new file would replace the link, the lines staying
+    in the file it names)."""
+    if path.is_symlink():
+        raise PruneRefused("a symbolic link: give the path of the file it names")
+    fd = open_locked(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
         data = _read_all(fd)
         rest = pruned(data, mark)

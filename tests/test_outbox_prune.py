@@ -113,9 +113,9 @@ def test_a_delivery_that_opened_the_file_before_a_prune_replaced_it_appends_to_t
     real_open = os.open
     raced: list[bool] = []
 
-    def open_then_prune(path: object, flags: int, *args: object, **kw: object) -> int:
-        fd = real_open(path, flags, *args, **kw)  # type: ignore[arg-type]
-        if not raced and os.fspath(path) == os.fspath(notices):  # type: ignore[arg-type]
+    def open_then_prune(path: str | os.PathLike[str], flags: int, mode: int = 0o777) -> int:
+        fd = real_open(path, flags, mode)
+        if not raced and os.fspath(path) == os.fspath(notices):
             raced.append(True)  # the delivery has the file open: the operator prunes now
             outboxprune.prune(notices, mark)
         return fd
@@ -164,6 +164,17 @@ def test_a_prune_waits_for_the_lock_a_delivery_holds(tmp_path: Path) -> None:
     t.join(10)
     assert done == [2]
     assert path.read_bytes() == b'{"record_id":"c"}\n{"record_id":"d"}\n'
+
+
+def test_a_symbolic_link_is_refused_nothing_pruned(tmp_path: Path) -> None:
+    """Renamed over, the link would be replaced and the lines stay in the file it names."""
+    target = tmp_path / "real.jsonl"
+    target.write_bytes(b"x\ny\n")
+    link = tmp_path / "notices.jsonl"
+    link.symlink_to(target)
+    mark = outboxprune.take_mark(link)
+    assert crlbuilder_main(["outbox", "prune", "--file", str(link), "--mark", str(mark)]) == 2
+    assert link.is_symlink() and target.read_bytes() == b"x\ny\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another user")
