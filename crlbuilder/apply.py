@@ -629,7 +629,10 @@ class Applier:
         the notices' erasure keeps too. And the sealed four facts of the certificates that lost
         effect by ``now``, above all those whose validity elapsed with nobody revoking them
         (`crlbuilder.factskept`, `Summary.facts_erased`): builder state, they move no commit and
-        write no lateness bound, since nothing is judged or answered by them.
+        write no lateness bound, since nothing is judged or answered by them. And the holders'
+        consents past every sign certificate they could serve (`crlbuilder.consentkept`,
+        `Summary.consents_erased`): deleted as a withdrawal is (the commit moves: record-info
+        reads them), no lateness bound (no record is judged by a consent).
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
