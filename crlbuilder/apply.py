@@ -693,7 +693,7 @@ class Applier:
                         kept.add(holder)
                     elif at < made.horizon:
                         later.append((at, holder))
-                for holder, at in _consents_first_due(c, consent_days):
+                for holder, at in _consents_first_due(c, consent_days, made.horizon):
                     if at <= now:
                         kept.add(holder)  # its consents checked below
                     elif at < made.horizon:
@@ -1860,12 +1860,18 @@ def _sign_ends(c: Commit, holder: bytes) -> list[int]:
     return ends
 
 
-def _consents_first_due(c: Commit, days: int) -> Iterator[tuple[bytes, int]]:
-    """(holder, earliest instant) of each holder that gave a consent: when its earliest consent
-    falls due for erasure (`crlbuilder.consentkept`); the erasure scan's."""
+def _consents_first_due(c: Commit, days: int, horizon: int) -> Iterator[tuple[bytes, int]]:
+    """(holder, earliest instant) of each holder whose earliest consent may fall due for erasure
+    before ``horizon`` (`crlbuilder.consentkept`); the erasure scan's. A consent falls due no
+    earlier than the longest sign period from when it was recorded, whatever the certificates
+    (`consentkept.erasable_at` only grows with them): a holder whose earliest consent is younger
+    than that at the horizon is passed over without reading its certificates, which is every
+    holder for the period's first ten years (the scan's cost, bench/bench_consent_scan.py)."""
     for holder, consents in c.consents_kept():
-        ends = _sign_ends(c, holder)
-        yield holder, consentkept.erasable_at(min(at for _, at in consents), ends, days)
+        earliest = min(at for _, at in consents)
+        if consentkept.erasable_at(earliest, (), days) >= horizon:
+            continue
+        yield holder, consentkept.erasable_at(earliest, _sign_ends(c, holder), days)
 
 
 def _erase_consents(c: Commit, holder: bytes, now: int, days: int) -> tuple[int, int | None]:
