@@ -109,6 +109,7 @@ from typing import Final, TypeVar
 import msgspec
 
 from crlbuilder import (
+    consentkept,
     factskept,
     keptfor,
     lapsed,
@@ -247,6 +248,9 @@ class Summary:
     """Kept move-in notices of holders (``moveins``) erased once no rule needs them (`crlbuilder.keptfor`)."""
     facts_erased: int = 0
     """Sealed four facts of certificates that lost effect, erased (`crlbuilder.factskept`)."""
+    consents_erased: int = 0
+    """Consents past every sign certificate of the holder they could serve, erased
+    (`crlbuilder.consentkept`)."""
     late: int = 0
     """Of ``quarantined``, records read too late to be judged: made before what an erasure past
     retention may have erased (`crlbuilder.lateness`)."""
@@ -268,6 +272,7 @@ class Summary:
             "taken_erased": self.taken_erased,
             "move_ins_erased": self.move_ins_erased,
             "facts_erased": self.facts_erased,
+            "consents_erased": self.consents_erased,
             "refused_late": self.late,
         }
 
@@ -624,7 +629,10 @@ class Applier:
         the notices' erasure keeps too. And the sealed four facts of the certificates that lost
         effect by ``now``, above all those whose validity elapsed with nobody revoking them
         (`crlbuilder.factskept`, `Summary.facts_erased`): builder state, they move no commit and
-        write no lateness bound, since nothing is judged or answered by them.
+        write no lateness bound, since nothing is judged or answered by them. And the holders'
+        consents past every sign certificate they could serve (`crlbuilder.consentkept`,
+        `Summary.consents_erased`): deleted as a withdrawal is (the commit moves: record-info
+        reads them), no lateness bound (no record is judged by a consent).
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -642,6 +650,7 @@ class Applier:
                 return None if st is None else due_instant(entry.recorded_at, st.not_after, days)
 
             lapse_days = retention(Family.AUTH_CARD, Category.RESIDENT_CHANGE)
+            consent_days = consentkept.longest_sign_period(retention)
             notices: list[bytes] = []
             """The holders whose lapsed move-out notice is erased (`crlbuilder.lapsed`)."""
             kept: set[bytes] = set()
@@ -684,6 +693,11 @@ class Applier:
                         kept.add(holder)
                     elif at < made.horizon:
                         later.append((at, holder))
+                for holder, at in _consents_first_due(c, consent_days, made.horizon):
+                    if at <= now:
+                        kept.add(holder)  # its consents checked below
+                    elif at < made.horizon:
+                        later.append((at, holder))
                 for key, sealed_state, not_after in c.sealed_ends():
                     at = factskept.erasable_at(sealed_state, not_after)
                     if at <= now:
@@ -700,7 +714,7 @@ class Applier:
                 # entries'): each key is checked once, or its notice would be erased twice
                 for k in dict.fromkeys(c.take_retention(now)):
                     if len(k) == sf.HOLDER_BYTES:
-                        kept.add(k)  # its kept entries too: checked below
+                        kept.add(k)  # its kept entries and consents too: checked below
                         # checked again: the notice may be gone or replaced, or held longer by
                         # a certificate whose issuance was read since (never shorter)
                         at = _notice_erasable_at(c, k, c.pending(k), lapse_days)
@@ -746,11 +760,18 @@ class Applier:
                 c.delete_pending(holder, change=False)  # a lapsed notice bounds no answer
             # the holders' kept changes, lapses and move-ins past their instant (a lapse the
             # notices' erasure just kept too), and the next instant of those left on the agenda
-            taken_erased = move_ins_erased = 0
+            taken_erased = move_ins_erased = consents_erased = 0
             for holder in sorted(kept.union(notices)):
                 gone_taken, gone_move_ins, at = _erase_kept(c, holder, now, retention)
                 taken_erased += gone_taken
                 move_ins_erased += gone_move_ins
+                if agenda and at is not None and at < horizon:
+                    c.put_retention(at, holder)
+            # the consents past every sign certificate of the holder they could serve: what an
+            # answer reads, not what a record is judged by (no lateness bound below)
+            for holder in sorted(kept):
+                gone, at = _erase_consents(c, holder, now, consent_days)
+                consents_erased += gone
                 if agenda and at is not None and at < horizon:
                     c.put_retention(at, holder)
             if (due or notices or taken_erased or move_ins_erased) and (
@@ -772,6 +793,7 @@ class Applier:
         self.summary.taken_erased += taken_erased
         self.summary.move_ins_erased += move_ins_erased
         self.summary.facts_erased += facts_erased
+        self.summary.consents_erased += consents_erased
         return len(due)
 
     # --- per record ---------------------------------------------------------
@@ -1825,6 +1847,51 @@ def _kept_first_due(
         ]
         if ats:
             yield holder, min(ats)
+
+
+def _sign_ends(c: Commit, holder: bytes) -> list[int]:
+    """The notAfter of each of the holder's sign certificates (card and mobile)."""
+    ends: list[int] = []
+    for family in consentkept.SIGN_FAMILIES:
+        for key in c.holder_certs(holder, family):
+            st = c.status(key)
+            if st is not None:
+                ends.append(st.not_after)
+    return ends
+
+
+def _consents_first_due(c: Commit, days: int, horizon: int) -> Iterator[tuple[bytes, int]]:
+    """(holder, earliest instant) of each holder whose earliest consent may fall due for erasure
+    before ``horizon`` (`crlbuilder.consentkept`); the erasure scan's. A consent falls due no
+    earlier than the longest sign period from when it was recorded, whatever the certificates
+    (`consentkept.erasable_at` only grows with them): a holder whose earliest consent is younger
+    than that at the horizon is passed over without reading its certificates, which is every
+    holder for the period's first ten years (the scan's cost, bench/bench_consent_scan.py)."""
+    for holder, consents in c.consents_kept():
+        earliest = min(at for _, at in consents)
+        if consentkept.erasable_at(earliest, (), days) >= horizon:
+            continue
+        yield holder, consentkept.erasable_at(earliest, _sign_ends(c, holder), days)
+
+
+def _erase_consents(c: Commit, holder: bytes, now: int, days: int) -> tuple[int, int | None]:
+    """Erase the holder's consents whose instant has come by ``now`` (`crlbuilder.consentkept`),
+    checked against the store now; returns how many went and the earliest instant of those left
+    (None: none left)."""
+    consents = c.consents_of(holder)
+    if not consents:
+        return 0, None
+    ends = _sign_ends(c, holder)
+    gone = 0
+    left: list[int] = []
+    for verifier, recorded_at in consents:
+        at = consentkept.erasable_at(recorded_at, ends, days)
+        if at <= now:
+            c.delete_consent(holder, verifier)  # what an answer reads: the commit moves
+            gone += 1
+        else:
+            left.append(at)
+    return gone, min(left, default=None)
 
 
 def _erase_kept(

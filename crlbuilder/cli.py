@@ -902,6 +902,35 @@ def _store_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    """``crlbuilder outbox mark|read|prune``: the notices and quarantine files' end
+    (`crlbuilder.outboxprune`)."""
+    from crlbuilder import outboxprune
+
+    name = f"crlbuilder outbox {args.outbox_command}"
+    try:
+        if args.outbox_command == "mark":
+            print(outboxprune.take_mark(args.file))
+            return 0
+        mark = outboxprune.parse_mark(args.mark)
+        if args.outbox_command == "read":
+            sys.stdout.buffer.write(outboxprune.read_marked(args.file, mark))
+            sys.stdout.buffer.flush()
+            return 0
+        n = outboxprune.prune(args.file, mark)
+    except outboxprune.PruneRefused as e:
+        print(f"{name}: refused: {args.file}: {e}; nothing pruned", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"{name}: error: --mark: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{name}: error: {args.file}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: {n} lines pruned")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crlbuilder",
@@ -1198,6 +1227,38 @@ NATS unreachable: exit 1.""",
     )  # fmt: skip
     ds.add_argument("--force", action="store_true", help="with --out: replace an existing file")
     ds.set_defaults(func=_disclose)
+
+    ob = sub.add_parser(
+        "outbox",
+        help="the notices and quarantine files: mark, read and prune what was read",
+        description="The end of the two files the builder appends to beside the store (the "
+        "notices file, input.notices: holder notifications naming a certificate's serial, Act "
+        "§15(2), and public announcements; the quarantine file, input.quarantine: refused "
+        "records). The builder never drops a line; an operator, or the 機構's system reading "
+        "the file, takes a mark (the number of whole lines and their digest), reads the lines "
+        "it covers, then prunes through it: exactly those lines are taken off the front, the "
+        "rest kept (the file written again 0600, under the lock the builder's delivery takes; "
+        "the builder may run). A mark that no longer describes the file's start is refused, "
+        "nothing pruned. Exit 0 done, 1 the file could not be read or written, 2 refused (a "
+        "bad or stale mark). See docs/operations.md, 'The notices and quarantine files'.",
+    )
+    obs = ob.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    for action, helptext in (
+        ("mark", "print the file's mark: the number of its whole lines and their digest"),
+        ("read", "print the lines a mark covers, as they are in the file"),
+        ("prune", "take the lines a mark covers off the front of the file, keep the rest"),
+    ):
+        oa = obs.add_parser(
+            action, help=helptext, description=helptext[0].upper() + helptext[1:] + "."
+        )
+        oa.add_argument(
+            "--file", type=Path, required=True, metavar="FILE",
+            help="the notices or quarantine file (input.notices, input.quarantine)",
+        )  # fmt: skip
+        if action != "mark":
+            oa.add_argument("--mark", required=True, metavar="N:HEX",
+                            help="a mark 'crlbuilder outbox mark' printed")  # fmt: skip
+        oa.set_defaults(func=_outbox)
 
     sc = sub.add_parser("store", help="store maintenance")
     scs = sc.add_subparsers(dest="store_command", required=True, metavar="ACTION")

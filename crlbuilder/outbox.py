@@ -14,8 +14,11 @@ kind, a quarantine line's record id or file and line), and the store remembers
 the file's size after the last completed delivery. A delivery cut short after
 its append but before its delete finds its lines in the file's tail beyond that
 size and does not write them again; a line cut in half by the kill is written
-again whole on a line of its own. If the file was rotated away in between (it is
-then shorter than remembered), the new file is read whole instead.
+again whole on a line of its own. If the file was replaced in between (pruned through what an
+operator read, `crlbuilder.outboxprune`, which the store knows by the file's inode; or rotated
+away by hand, then shorter than remembered), the new file is read whole instead. The append is
+made under an exclusive ``flock`` of the file, the one a prune takes, so a line is never
+appended to a file a prune is replacing.
 
 Keys: ``target`` (1 byte) ‖ staging number u64 (`store.format.META_OUTBOX_SEQ`),
 so each file's lines are delivered in the order they were staged. The file's
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.outboxprune import open_locked
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -69,18 +73,24 @@ def deliver(
     with store.read() as r:
         last = r.outbox_file(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    # locked as `crlbuilder outbox prune` locks it, and the file the name names once locked: a
+    # prune that replaced the file meanwhile gets no line appended to the file it replaced
+    fd = open_locked(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
-        if os.fstat(fd).st_mode & 0o077:  # made before, or by hand: narrowed like the store
+        st = os.fstat(fd)
+        if st.st_mode & 0o077:  # made before, or by hand: narrowed like the store
             os.fchmod(fd, 0o600)
-        size = os.fstat(fd).st_size
+        size, inode = st.st_size, (st.st_dev, st.st_ino)
         if last is None or last.path != str(path):
             # a file this store never wrote: nothing of ours in it yet; remember where ours
             # start before writing any, so a kill after the write is seen in the tail
-            last = sf.OutboxFile(path=str(path), size=size)
+            last = sf.OutboxFile(path=str(path), size=size, inode=inode)
             with Commit(store) as c:
                 c.put_outbox_file(target, last)
-        start = last.size if last.size <= size else 0  # shorter: rotated away, started anew
+        # another file under the name (pruned: `crlbuilder.outboxprune`), or a shorter one
+        # (rotated away by hand, started anew): read whole for the lines already in it
+        replaced = last.inode is not None and last.inode != inode
+        start = last.size if last.size <= size and not replaced else 0
         tail = os.pread(fd, size - start, start) if size > start else b""
         present = {key_of(line) for line in tail.split(b"\n") if line}
         present.discard(None)
@@ -105,5 +115,5 @@ def deliver(
         before_delete()
     with Commit(store) as c:
         c.unstage(k for k, _ in todo)
-        c.put_outbox_file(target, sf.OutboxFile(path=str(path), size=new_size))
+        c.put_outbox_file(target, sf.OutboxFile(path=str(path), size=new_size, inode=inode))
     return written

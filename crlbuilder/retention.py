@@ -49,6 +49,13 @@ listed by the commit that seals them when they fall due before the horizon
 agenda is checked for both what it may stand for (its CRL entry, its facts). An agenda made
 before them (another `FACTS` in its digest) is stale: the scan that replaces it erases the facts
 of every certificate that expired before it.
+
+So do the holders' consents (``consents``, `crlbuilder.consentkept`): the scan reads every
+holder's consents and the notAfter of its sign certificates, and lists the holder key at the
+earliest instant one of them falls due before the horizon; a consent recorded since the scan
+lowers the CRL entries' watermark by its recordedAt (`store.writer.Commit.put_consent`). A holder
+key taken off the agenda has its consents checked again. An agenda made before them (another
+`CONSENTS` in its digest) is stale.
 """
 
 from __future__ import annotations
@@ -78,6 +85,11 @@ end of their validity (`crlbuilder.factskept`); part of `periods_digest`, as `NO
 agenda made without them is made again, and that scan erases the facts of every certificate
 that expired before it."""
 
+CONSENTS: Final = "consents-1"
+"""Names what else a scan lists: the holders' consents past every sign certificate they could
+serve (`crlbuilder.consentkept`); part of `periods_digest`, as `NOTICES`: an agenda made without
+them is made again, and that scan erases every consent already past the rule."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -89,7 +101,7 @@ def shortest_period(retention: Periods) -> int:
 
 def periods_digest(retention: Periods) -> str:
     """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
-    what it listed (`NOTICES`, `KEPT`, `FACTS`): another configuration, counting or listing makes its
+    what it listed (`NOTICES`, `KEPT`, `FACTS`, `CONSENTS`): another configuration, counting or listing makes its
     agenda stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
@@ -97,7 +109,7 @@ def periods_digest(retention: Periods) -> str:
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{NOTICES}:{KEPT}:{FACTS}:{periods}"
+    table = f"{RULE}:{NOTICES}:{KEPT}:{FACTS}:{CONSENTS}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 

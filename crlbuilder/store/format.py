@@ -949,6 +949,11 @@ class OutboxFile(msgspec.Struct, frozen=True, kw_only=True):
 
     path: str
     size: int
+    inode: tuple[int, int] | None = None
+    """The file's device and inode: another file under the path (replaced by ``crlbuilder outbox
+    prune``, `crlbuilder.outboxprune`) is read whole for lines already in it, whatever its size.
+    None: written by a release before it (an earlier reader ignores the field), known by its
+    size alone."""
 
 
 class SpoolAt(msgspec.Struct, frozen=True, kw_only=True):

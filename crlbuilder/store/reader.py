@@ -646,6 +646,25 @@ class LmdbReader(ReaderRules):
         raw = None if db is None else self._txn.get(holder, db=db)
         return _decoded(sf.taken_decoder, raw, "taken") if raw is not None else []
 
+    def consents_kept(self) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
+        """(holder, its consents as `consents_of` gives them) of every holder that gave one, in
+        holder order: the erasure scan's (`crlbuilder.consentkept`)."""
+        holder = b""
+        out: list[tuple[str, int]] = []
+        for key, raw in self._txn.cursor(db=self._dbs[sf.DB_CONSENTS]):
+            if len(raw) != 8:
+                raise sf.corrupt("consents", len(raw), "8 bytes")
+            who = bytes(key[: sf.HOLDER_BYTES])
+            if who != holder and out:
+                yield holder, out
+                out = []
+            holder = who
+            out.append(
+                (bytes(key[sf.HOLDER_BYTES :]).decode("utf-8", "replace"), sf.unpack_i64(raw))
+            )
+        if out:
+            yield holder, out
+
     def taken_kept(self) -> Iterator[tuple[bytes, list[sf.Taken]]]:
         """(holder, kept changes and lapses) of every holder in `store.format.DB_TAKEN`, in
         holder order: the erasure scan's (`crlbuilder.keptfor`)."""

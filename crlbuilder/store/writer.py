@@ -588,7 +588,11 @@ class Commit(LmdbReader):
         self._delete(sf.DB_MOVE_INS, holder, change=False)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
+        """The holder's consent; its ``recorded_at`` lowers `META_REVOKED_FROM` as a CRL entry
+        recorded then does: it falls due for erasure no earlier than a retention period from it
+        (`crlbuilder.consentkept`), so the retention agenda sees one read late."""
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
+        self._wrote_revoked(recorded_at)
 
     def delete_consent(self, holder: bytes, verifier: str) -> bool:
         return self._delete(sf.DB_CONSENTS, sf.consent_key(holder, verifier))

@@ -1,0 +1,57 @@
+"""When a holder's consents (同意, Act §18(3)) are erased: past every sign certificate they could serve (sans-I/O).
+
+A consent (``consents``: holder key ‖ verifier id → when recorded) lets the 機構 provide a
+署名検証者等 the holder's 特定署名用電子証明書記録情報: the serial and four facts of the holder's
+sign certificate "that has not lost effect" (§15(1), §16-14(1)), asked for about a sign
+certificate of the holder that lost effect (§19(5), §20(4), §21(4); `responder.v1.recordinfo`).
+A holder key is a pseudonymous personal identifier, and a consent says which verifiers the holder
+deals with: personal data, kept no longer than a rule needs it (認証業務情報の消去, Ord
+§70(1)(iii)).
+
+The Act sets no period for a consent, nor says whether one given while the holder held one
+certificate still holds for a certificate issued years after every one of them ended. The rule
+here (a decision, the conservative reading for the holder's data that changes no answer the
+product gives while the holder keeps certificates): a consent is kept while the holder holds a
+sign certificate (card or mobile) not yet past its notAfter, and then for the longest retention
+period of any sign family's revocation records (`Periods`, counted from the day after the day it
+ended: `crlbuilder.periods.kept_until`), from the latest notAfter of the holder's sign
+certificates or from when the consent was recorded, whichever is later. Within that time a new
+certificate keeps it (its notAfter is later); after it, the holder's every sign certificate has
+long lost effect and its records passed their retention, and a certificate issued later needs
+the holder's consent again (a new consent record). Until then ``/v1/record-info`` answers as
+before; after it, about a certificate of the holder, ``not-provided`` where it said
+``none-exists`` (nothing is provided either way).
+
+The instant only grows: a status record is never deleted and keeps its notAfter when erased
+(`store.writer.Commit.erase`), and an issuance adds a later notAfter. So an agenda entry
+(`crlbuilder.retention`) is checked again when its time comes, and a consent recorded after the
+agenda's scan falls due no earlier than the longest period from when it was recorded, which the
+watermark of the CRL entries' recordedAt (`store.format.META_REVOKED_FROM`) covers: lowered by
+its recordedAt, the agenda is stale when even the shortest period from it ends before the
+horizon (a consent read late).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from crlbuilder.model import Category, Family
+from crlbuilder.periods import kept_until
+
+Periods = Callable[[Family, Category], int]
+"""The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
+
+SIGN_FAMILIES = (Family.SIGN_CARD, Family.SIGN_MOBILE)
+"""The families whose certificates a consent serves (§18(3) provides sign records only)."""
+
+
+def longest_sign_period(retention: Periods) -> int:
+    """The longest retention period in days of any sign family's category."""
+    return max(retention(f, c) for f in SIGN_FAMILIES for c in Category if c.applies_to(f))
+
+
+def erasable_at(recorded_at: int, sign_ends: Iterable[int], longest_days: int) -> int:
+    """The instant (epoch seconds) from which a consent recorded at ``recorded_at`` is erased,
+    for a holder whose sign certificates end at ``sign_ends`` (their notAfter; none: a holder
+    with auth certificates only)."""
+    return kept_until(max([recorded_at, *sign_ends]), longest_days)
