@@ -77,6 +77,7 @@ from tests.support.builder import builder_config
 from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.softhsm import keys_into_token, make_token
 from tests.support.store import dump_store, node_state
+from tests.support.synth import synth_population
 from tests.support.wait import until
 
 KEY = bytes(range(32))
@@ -201,21 +202,9 @@ def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Path:
-    out = tmp_path_factory.mktemp("pop") / "pop"
-    subprocess.run(
-        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(demo_pki[0]),
-         "--holders", "200", "--out", str(out), "--seed", "3", "--no-progress"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "records"
+    return synth_population(tmp_path_factory, demo_pki[0], holders=200, seed=3)
 
 
 def node_config(

@@ -27,6 +27,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from crlbuilder.stream import Consumer, Delivered
 from tests.support.nats import NatsCluster, free_ports
+from tests.support.synth import synth_population
 from tests.test_stream import (
     consume,
     dump,
@@ -110,21 +111,9 @@ def test_the_tail_is_the_messages_of_the_last_days_before_the_last_one() -> None
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Path:
-    out = tmp_path_factory.mktemp("pop") / "pop"
-    subprocess.run(
-        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(demo_pki[0]),
-         "--holders", "120", "--out", str(out), "--seed", "5", "--no-progress"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    return out / "records"
+    return synth_population(tmp_path_factory, demo_pki[0], holders=120, seed=5)
 
 
 def _put(cfg: BuilderConfig, cluster: NatsCluster, bucket: str) -> subprocess.CompletedProcess[str]:
