@@ -386,6 +386,25 @@ def _config_with_servers(
         return None
 
 
+def _connected(
+    cfg: BuilderConfig, servers: list[str], what: str, *, failed: str = ""
+) -> Cluster | int:
+    """A connection to ``servers`` with the configuration's NATS credential, for a one-shot
+    command; else the exit status once the refusal is said (``what: error: ...``): 2 a
+    credential that will not do, 1 no NATS server answering (``failed`` added: what the
+    failure left undone)."""
+    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+
+    try:
+        return Cluster(servers, auth=cfg.stream.nats_auth())
+    except CredentialError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 2
+    except ClusterError as e:
+        print(f"{what}: error: {e}{failed}", file=sys.stderr)
+        return 1
+
+
 _GET_FAILED: Final = (
     "; nothing made, and no snapshot looked for or got: this node does not start from an empty "
     "store (the record stream may have been made again since), get again once NATS answers "
@@ -784,7 +803,7 @@ def _stream_compact(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from crlbuilder import recordcompact, snapshot
-    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.jetstream import ClusterError
     from crlbuilder.stream import StreamNames
 
     what = "crlbuilder stream compact"
@@ -792,14 +811,9 @@ def _stream_compact(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     cfg, servers = loaded
-    try:
-        cluster = Cluster(servers, auth=cfg.stream.nats_auth())
-    except CredentialError as e:
-        print(f"{what}: error: {e}", file=sys.stderr)
-        return 2
-    except ClusterError as e:
-        print(f"{what}: error: {e}; nothing purged", file=sys.stderr)
-        return 1
+    cluster = _connected(cfg, servers, what, failed="; nothing purged")
+    if isinstance(cluster, int):
+        return cluster
     names = StreamNames(cfg.stream.name, cfg.stream.subject)
     bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
     try:
@@ -820,7 +834,7 @@ def _stream_compact(args: argparse.Namespace) -> int:
 
 def _stream_adopt(args: argparse.Namespace) -> int:
     from crlbuilder import streamadopt
-    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.jetstream import ClusterError
     from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
@@ -846,14 +860,9 @@ def _stream_adopt(args: argparse.Namespace) -> int:
         if why is not None:  # before any NATS server is asked
             print(f"{what}: error: {why}", file=sys.stderr)
             return 2
-        try:
-            cluster = Cluster(servers, auth=cfg.stream.nats_auth())
-        except CredentialError as e:
-            print(f"{what}: error: {e}", file=sys.stderr)
-            return 2
-        except ClusterError as e:
-            print(f"{what}: error: {e}", file=sys.stderr)
-            return 1
+        cluster = _connected(cfg, servers, what)
+        if isinstance(cluster, int):
+            return cluster
         names = StreamNames(cfg.stream.name, cfg.stream.subject)
         try:
             tokens = _adopt_tokens(cfg, store)

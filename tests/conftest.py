@@ -217,6 +217,12 @@ def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
         yield c
 
 
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (`nats`), by the name the several-node tests give it."""
+    return nats
+
+
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Built:
     pki, manifest = demo_pki

@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from crlbuilder import factskept
 from crlbuilder.apply import Applier, from_epoch, next_erasure
-from crlbuilder.build import Builder
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category, Family, FourFacts, Sex
 from crlbuilder.periods import RULE
@@ -31,6 +29,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader, changes_start
 from crlbuilder.store.writer import Commit
 from tests.support.builder import builder_config
+from tests.support.idlefollow import ShiftedClock, logged_events, records_builder
 from tests.test_apply import H1, H2, INDEX, KEY, World, issuance, rid, ts, world
 
 __all__ = ["world"]
@@ -248,24 +247,15 @@ def test_an_idle_follow_loop_erases_the_facts_when_the_certificate_expires(
          "facts": {"name": "試験 三郎", "sex": "1", "birth_date": "319850505",
                    "address": "大阪府大阪市1-1"}},
     ]  # fmt: skip
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "a.jsonl").write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    (tmp_path / "spool").mkdir()
-    offset = [end - timedelta(seconds=60) - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
-
+    clock = ShiftedClock(end - timedelta(seconds=60))
     key = sf.status_key(issuer.index, 4545)
-    log = (tmp_path / "log.jsonl").open("w")
-    b = Builder(cfg, progress=False, log=log, clock=clock)
-    try:
+    with records_builder(tmp_path, cfg, recs, clock) as b:
         report = b.build([tmp_path / "records" / "a.jsonl"])
         assert report.summary.applied == 1 and report.summary.facts_erased == 0
         with b.store.read() as r:
             assert r.sealed_facts(key) is not None
         assert b.next_erasure() == end + timedelta(seconds=1)
-        offset[0] = end - timedelta(seconds=1) - datetime.now(UTC)
+        clock.move_to(end - timedelta(seconds=1))
         b.follow(tmp_path / "spool", 10.0, max_idle=1.5)
         after = clock()
         with b.store.read() as r:
@@ -273,14 +263,7 @@ def test_an_idle_follow_loop_erases_the_facts_when_the_certificate_expires(
             st = r.status(key)
         assert st is not None and st.state == sf.STATE_GOOD
         assert after > end
-    finally:
-        b.close()
-        log.close()
-    events = [
-        e
-        for line in (tmp_path / "log.jsonl").read_bytes().splitlines()
-        if (e := msgspec.json.decode(line))["event"] not in ("warning", "build")
-    ]
+    events = logged_events(tmp_path / "log.jsonl")
     assert [(e["event"], e["facts_erased"]) for e in events] == [("retention", 1)]
     assert events[0]["due"] == int(end.timestamp()) + 1
 

@@ -7,12 +7,8 @@ ETag the group holds, a 429 ``cycle`` to a second download of a file within the 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,35 +17,22 @@ import pytest
 
 from crlbuilder.group.setup import dump_group_setup, load_group_setup
 from crlbuilder.manifest import Manifest
-from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN
+from tests.support.grouppull import crl_number, pulling, staged_left, stop_with_sigterm, wait_asked
 from tests.test_crlimport import G1, G2, make_crl, pki  # noqa: F401 (its PKI fixture)
-from tests.test_group_pull import Kikou, _group_dir, cert_sha256, group_issuer
+from tests.test_group_pull import (  # noqa: F401 (its fixture)
+    Kikou,
+    _group_dir,
+    cert_sha256,
+    group_issuer,
+    kikou,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]  # the held answer's timed wait
 
 
-@pytest.fixture
-def kikou() -> Iterator[Kikou]:
-    k = Kikou()
-    t = threading.Thread(target=k.server.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield k
-    finally:
-        k.released.set()
-        k.server.shutdown()
-
-
-def _pull(group: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(group)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
 def test_a_first_pull_killed_after_its_first_import_keeps_what_it_imported(
-    kikou: Kikou,
+    kikou: Kikou,  # noqa: F811
     pki: Manifest,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -64,34 +47,23 @@ def test_a_first_pull_killed_after_its_first_import_keeps_what_it_imported(
     full = make_crl(pki, G1, 10, [(5, 1, 1)], this_update=datetime.now(UTC) - timedelta(minutes=1))
     kikou.files["/f.crl"] = ('"f10"', full)
     kikou.held.add("/d.crl")
-    first = _pull(g)
-    try:
-        deadline = time.monotonic() + 60
-        while "/d.crl" not in kikou.gets() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with pulling(g):  # SIGKILLed on the way out, whatever it is doing then
+        wait_asked(kikou.gets, "/d.crl")
         assert kikou.gets() == ["/f.crl", "/d.crl"]  # the full CRL is imported, committed
-    finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=30)
     kikou.held.clear()
     kikou.released.set()
     kikou.limited["/f.crl"] = 3600  # downloaded a moment ago: the cycle refuses another
-    second = _pull(g)
-    _, err = second.communicate(timeout=60)
+    with pulling(g) as second:
+        _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     assert '"status": "unchanged"' in err, err  # asked with the ETag: 304, nothing counted
     assert kikou.gets("/f.crl") == ["/f.crl", "/f.crl"]
-    store = Store.open(g / "store", readonly=True)  # what the responder reads
-    try:
-        with store.read() as r:
-            assert r.crl_state(1).number == 10
-    finally:
-        store.close()
-    assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
+    assert crl_number(g) == 10  # what the responder reads
+    assert not staged_left(g)  # no staged store left
 
 
 def test_sigterm_ends_follow_after_the_issuer_it_is_fetching(
-    kikou: Kikou,
+    kikou: Kikou,  # noqa: F811
     pki: Manifest,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -112,31 +84,17 @@ def test_sigterm_ends_follow_after_the_issuer_it_is_fetching(
     now = datetime.now(UTC) - timedelta(minutes=1)
     kikou.files["/f.crl"] = ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)], this_update=now))
     kikou.held |= {"/d.crl", "/f2.crl", "/d2.crl"}
-    follow = subprocess.Popen(
-        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--follow",
-         "--timeout", "4"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while "/d.crl" not in kikou.gets() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with pulling(g, "--follow", "--timeout", "4") as follow:
+        wait_asked(kikou.gets, "/d.crl")
         assert "/d.crl" in kikou.gets()
-        t0 = time.monotonic()
-        follow.send_signal(signal.SIGTERM)
-        _, err = follow.communicate(timeout=60)
-        took = time.monotonic() - t0
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.communicate()
+        err, took = stop_with_sigterm(follow)
     assert follow.returncode == 0, err
     assert kikou.gets() == ["/f.crl", "/d.crl"], err  # G2's files not asked
     assert took < 8, took
 
 
 def test_a_second_pull_while_the_first_stages_the_store_is_refused(
-    kikou: Kikou,
+    kikou: Kikou,  # noqa: F811
     pki: Manifest,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -148,26 +106,20 @@ def test_a_second_pull_while_the_first_stages_the_store_is_refused(
     naming the other writer, nothing asked of the 機構."""
     g = _group_dir(pki, kikou, tmp_path)
     kikou.held.add("/f.crl")
-    first = _pull(g)
-    try:
-        deadline = time.monotonic() + 60
-        while "/f.crl" not in kikou.gets() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with pulling(g):  # SIGKILLed on the way out
+        wait_asked(kikou.gets, "/f.crl")
         assert kikou.gets() == ["/f.crl"]
         second = subprocess.run(
             [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--timeout", "3"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-    finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=30)
     assert second.returncode == 2, second.stderr
     assert "another process is writing this store" in second.stderr, second.stderr
     assert kikou.gets() == ["/f.crl"]  # the first one's only
 
 
 def test_sigterm_gives_up_the_download_in_flight_and_the_next_run_takes_it(
-    kikou: Kikou,
+    kikou: Kikou,  # noqa: F811
     pki: Manifest,  # noqa: F811
     tmp_path: Path,
 ) -> None:
@@ -180,37 +132,19 @@ def test_sigterm_gives_up_the_download_in_flight_and_the_next_run_takes_it(
     now = datetime.now(UTC) - timedelta(minutes=1)
     kikou.files["/f.crl"] = ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)], this_update=now))
     kikou.stalled.add("/f.crl")  # half its body, then 20 s of nothing
-    follow = subprocess.Popen(
-        [str(BIN / "crlbuilder"), "group", "pull", "--group", str(g), "--follow"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while "/f.crl" not in kikou.gets() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with pulling(g, "--follow") as follow:
+        wait_asked(kikou.gets, "/f.crl")
         assert kikou.gets() == ["/f.crl"]
         time.sleep(0.5)  # its head and half its body read
-        t0 = time.monotonic()
-        follow.send_signal(signal.SIGTERM)
-        _, err = follow.communicate(timeout=60)
-        took = time.monotonic() - t0
-    finally:
-        if follow.poll() is None:
-            follow.kill()
-            follow.communicate()
+        err, took = stop_with_sigterm(follow)
     assert follow.returncode == 0, err
     assert took < 3, (took, err)
     assert '"status": "stopped"' in err, err
     assert kikou.gets() == ["/f.crl"], err  # not the delta, nothing after it
     assert not (g / "store" / "data.mdb").exists()
-    assert not [p.name for p in g.iterdir() if p.name.startswith(".")]  # no staged store left
+    assert not staged_left(g)  # no staged store left
     kikou.stalled.clear()
-    second = _pull(g)
-    _, err = second.communicate(timeout=60)
+    with pulling(g) as second:
+        _, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
-    store = Store.open(g / "store", readonly=True)
-    try:
-        with store.read() as r:
-            assert r.crl_state(1).number == 10
-    finally:
-        store.close()
+    assert crl_number(g) == 10

@@ -65,12 +65,6 @@ def test_one_node_admits_its_share_of_the_per_second_quota(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 def count(d: Path, party_id: str, n: int, worker: int = 0) -> None:
     with LedgerWriter.open(d, worker) as w:
         for _ in range(n):

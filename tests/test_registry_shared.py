@@ -35,12 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
 PARTY = "sig-verifier"
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 @dataclass
 class Ran:
     returncode: int

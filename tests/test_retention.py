@@ -25,7 +25,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from crlbuilder.apply import past_retention
-from crlbuilder.build import Builder
 from crlbuilder.config import ConfigError, add_arguments, load_config
 from crlbuilder.crl.publish import prune_crls
 from crlbuilder.manifest import Manifest
@@ -44,6 +43,7 @@ from responder.ocsp import Ready, load_issuers
 from tests.conftest import ROOT, Built, run_tool
 from tests.support.builder import builder_config
 from tests.support.harness import Server, start_server
+from tests.support.idlefollow import ShiftedClock, logged_events, records_builder
 from tests.test_apply import H1, World, issuance, rid, ts
 from tests.test_ocsp_flow import Quotas
 
@@ -694,23 +694,14 @@ def test_an_idle_follow_loop_erases_at_00_00_jst_after_the_last_day(
         {"type": "revocation-request", "id": "r1", "recorded_at": recorded.isoformat(),
          "serial": 4343, "issuer": issuer.id, "reason": "loss"},
     ]  # fmt: skip
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "a.jsonl").write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    (tmp_path / "spool").mkdir()
-    offset = [end - timedelta(seconds=60) - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
-
-    log = (tmp_path / "log.jsonl").open("w")
-    b = Builder(cfg, progress=False, log=log, clock=clock)
-    try:
+    clock = ShiftedClock(end - timedelta(seconds=60))
+    with records_builder(tmp_path, cfg, recs, clock) as b:
         report = b.build([tmp_path / "records" / "a.jsonl"])
         assert report.summary.applied == 2 and report.summary.erased == 0
         key = sf.status_key(issuer.index, 4343)
         with b.store.read() as r:
             assert (st := r.status(key)) is not None and st.revoked
-        offset[0] = end - timedelta(seconds=2) - datetime.now(UTC)
+        clock.move_to(end - timedelta(seconds=2))
         # the spool is polled every 10 s and refreshes come every half hour: only a timer on
         # the agenda wakes the loop before max_idle ends it
         b.follow(tmp_path / "spool", 10.0, max_idle=1.5)
@@ -719,14 +710,7 @@ def test_an_idle_follow_loop_erases_at_00_00_jst_after_the_last_day(
             st = r.status(key)
         assert st is not None and st.erased, "not erased when its period ended"
         assert after >= end
-    finally:
-        b.close()
-        log.close()
-    events = [
-        e
-        for line in (tmp_path / "log.jsonl").read_bytes().splitlines()
-        if (e := msgspec.json.decode(line))["event"] not in ("warning", "build")
-    ]
+    events = logged_events(tmp_path / "log.jsonl")
     assert [(e["event"], e["erased_past_retention"]) for e in events] == [("retention", 1)]
     assert events[0]["due"] == int(end.timestamp())
     # the same turn issues the next full CRL without it (no deltas here), a day before its cycle

@@ -74,9 +74,11 @@ from crlbuilder.stream import (
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
+from tests.support.idlefollow import ShiftedClock
 from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.softhsm import keys_into_token, make_token
 from tests.support.store import dump_store, node_state
+from tests.support.synth import synth_population
 from tests.support.wait import until
 
 KEY = bytes(range(32))
@@ -201,21 +203,9 @@ def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Path:
-    out = tmp_path_factory.mktemp("pop") / "pop"
-    subprocess.run(
-        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(demo_pki[0]),
-         "--holders", "200", "--out", str(out), "--seed", "3", "--no-progress"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out / "records"
+    return synth_population(tmp_path_factory, demo_pki[0], holders=200, seed=3)
 
 
 def node_config(
@@ -583,6 +573,31 @@ class Shifted(Consumer):
         self.ticks = [*getattr(self, "ticks", []), at]
 
 
+def _follow_quiet(
+    builder: Builder,
+    consumer: Shifted,
+    clock: ShiftedClock,
+    at: datetime,
+    *,
+    max_idle: float,
+    behind: timedelta = timedelta(0),
+) -> list[datetime]:
+    """The clocks moved to ``at`` (the stream leader's as the consumer reads it ``behind`` the
+    builder's), then the builder follows the quiet stream with no periodic tick for an hour
+    until ``max_idle`` ends it: the ticks it published (a watchdog interrupts the test after
+    40 s)."""
+    clock.move_to(at)
+    consumer.shift, consumer.ticks = clock.offset - behind, []
+    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
+    watchdog.start()
+    try:
+        builder.consume(consumer, follow=True, max_idle=max_idle, tail_wait=0.5, interval=0.1,
+                        tick_every=3600.0)  # fmt: skip
+    finally:
+        watchdog.cancel()
+    return consumer.ticks
+
+
 def _served(cfg: BuilderConfig, issuer_id: str) -> x509.CertificateRevocationList:
     """The full CRL a node serves for ``issuer_id`` (its current ``<issuer>.crl``)."""
     return x509.load_der_x509_crl((Path(cfg.crl.directory) / f"{issuer_id}.crl").read_bytes())
@@ -636,10 +651,7 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
     ]  # fmt: skip
     records = tmp_path / "erase.jsonl"
     records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    offset = [end - timedelta(seconds=30) - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
+    clock = ShiftedClock(end - timedelta(seconds=30))
 
     key = sf.status_key(issuer.index, 4343)
 
@@ -650,10 +662,9 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
         return st
 
     assert publish_files(a, cluster, [records]) == 2
-    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
     with follower(a, cluster, Shifted) as (builder, consumer):
         builder.clock = clock
-        consumer.shift = offset[0]
+        consumer.shift = clock.offset
         consumer.tick(clock())  # a periodic tick 30 s before the end: the agenda is made
         builder.consume(consumer, tail_wait=0.5)
         assert status(builder).revoked and not status(builder).erased
@@ -661,15 +672,10 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
         assert _crl_number(before) == 1 and before.get_revoked_certificate_by_serial_number(4343)
         # 3 s before the end, no periodic tick for an hour: only a tick when the erasure
         # falls due erases it before max_idle ends the loop
-        offset[0] = end - timedelta(seconds=3) - datetime.now(UTC)
-        consumer.shift, consumer.ticks = offset[0] - behind, []
-        watchdog.start()
-        try:
-            builder.consume(consumer, follow=True, max_idle=8.0, tail_wait=0.5, interval=0.1,
-                            tick_every=3600.0)  # fmt: skip
-        finally:
-            watchdog.cancel()
-        ticks, erased = consumer.ticks, status(builder).erased
+        ticks = _follow_quiet(
+            builder, consumer, clock, end - timedelta(seconds=3), max_idle=8.0, behind=behind
+        )
+        erased = status(builder).erased
     assert erased, "not erased at 00:00 JST: no tick when the erasure fell due"
     served = _served(a, issuer.id)
     assert _crl_number(served) == 2, "the CRL listing the erased entry is still the one served"
@@ -680,7 +686,7 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
     # another node reads the same stream later: it erases at the same tick, the same bytes
     with follower(b, cluster, Shifted) as (other, consumer):
         other.clock = clock
-        consumer.shift = offset[0] - behind
+        consumer.shift = clock.offset - behind
         other.consume(consumer, tail_wait=0.5)
         assert status(other).erased
     assert feed(a) == feed(b)
@@ -713,10 +719,7 @@ def test_facts_of_a_certificate_that_expires_go_at_the_signers_tick_on_every_nod
     ]  # fmt: skip
     records = tmp_path / "facts.jsonl"
     records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    offset = [end - timedelta(seconds=30) - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
+    clock = ShiftedClock(end - timedelta(seconds=30))
 
     expired, kept = (sf.status_key(issuer.index, s) for s in (4646, 4647))
 
@@ -725,28 +728,20 @@ def test_facts_of_a_certificate_that_expires_go_at_the_signers_tick_on_every_nod
             return r.sealed_facts(expired) is not None, r.sealed_facts(kept) is not None
 
     assert publish_files(a, cluster, [records]) == 2
-    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
     with follower(a, cluster, Shifted) as (builder, consumer):
         builder.clock = clock
-        consumer.shift = offset[0]
+        consumer.shift = clock.offset
         consumer.tick(clock())  # a periodic tick 30 s before: the agenda lists the facts
         builder.consume(consumer, tail_wait=0.5)
         assert sealed(builder) == (True, True)
-        offset[0] = end - timedelta(seconds=2) - datetime.now(UTC)
-        consumer.shift, consumer.ticks = offset[0], []
-        watchdog.start()
-        try:
-            builder.consume(consumer, follow=True, max_idle=6.0, tail_wait=0.5, interval=0.1,
-                            tick_every=3600.0)  # fmt: skip
-        finally:
-            watchdog.cancel()
-        ticks, left = consumer.ticks, sealed(builder)
+        ticks = _follow_quiet(builder, consumer, clock, end - timedelta(seconds=2), max_idle=6.0)
+        left = sealed(builder)
     assert left == (False, True), "not erased when the certificate expired: no tick then"
     due = end + timedelta(seconds=1)
     assert ticks and due <= ticks[0] < due + timedelta(seconds=2), ticks
     with follower(b, cluster, Shifted) as (other, consumer):
         other.clock = clock
-        consumer.shift = offset[0]
+        consumer.shift = clock.offset
         other.consume(consumer, tail_wait=0.5)
         assert sealed(other) == (False, True)
     assert dump(a) == dump(b)
@@ -2711,20 +2706,16 @@ def test_a_lapsed_notice_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
     ]  # fmt: skip
     records = tmp_path / "notice.jsonl"
     records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    offset = [mid - timedelta(seconds=30) - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
+    clock = ShiftedClock(mid - timedelta(seconds=30))
 
     def notice(node: Builder) -> sf.PendingMoveOut | None:
         with node.store.read() as r:
             return r.pending(bytes.fromhex(holder))
 
     assert publish_files(a, cluster, [records]) == 2
-    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
     with follower(a, cluster, Shifted) as (builder, consumer):
         builder.clock = clock
-        consumer.shift = offset[0]
+        consumer.shift = clock.offset
         builder.consume(consumer, tail_wait=0.5)
         lapsed = notice(builder)
         assert lapsed is not None and lapsed.lapsed_at, "the lapse was not written"
@@ -2734,24 +2725,19 @@ def test_a_lapsed_notice_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
         builder.consume(consumer, tail_wait=0.5)
         assert notice(builder) is not None
         with builder.store.read() as r:
-            phase_one, first_shift = r.stream_seq(), offset[0]
+            phase_one, first_shift = r.stream_seq(), clock.offset
         # 3 s before the end, no periodic tick for an hour: only a tick when the notice's
         # erasure falls due erases it before max_idle ends the loop
-        offset[0] = from_epoch(end) - timedelta(seconds=3) - datetime.now(UTC)
-        consumer.shift, consumer.ticks = offset[0], []
-        watchdog.start()
-        try:
-            builder.consume(consumer, follow=True, max_idle=8.0, tail_wait=0.5, interval=0.1,
-                            tick_every=3600.0)  # fmt: skip
-        finally:
-            watchdog.cancel()
-        ticks, left = consumer.ticks, notice(builder)
+        ticks = _follow_quiet(
+            builder, consumer, clock, from_epoch(end) - timedelta(seconds=3), max_idle=8.0
+        )
+        left = notice(builder)
     assert left is None, "not erased at 00:00 JST: no tick when the notice's erasure fell due"
     assert ticks and from_epoch(end) <= ticks[0] < from_epoch(end) + timedelta(seconds=2), ticks
     # another node reads the same stream later, each message dated as the signer read it
     with follower(b, cluster, _Redated) as (other, replay):
         other.clock = clock
-        replay.shifts = [(phase_one, first_shift), (None, offset[0])]
+        replay.shifts = [(phase_one, first_shift), (None, clock.offset)]
         other.consume(replay, tail_wait=0.5)
         assert notice(other) is None
     assert feed(a) == feed(b)
@@ -2786,44 +2772,35 @@ def test_a_kept_change_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
              "holder": holder, "change": "fact-change", "fact": "address"}]  # fmt: skip
     records = tmp_path / "change.jsonl"
     records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
-    offset = [mid - datetime.now(UTC)]
-
-    def clock() -> datetime:
-        return datetime.now(UTC) + offset[0]
+    clock = ShiftedClock(mid)
 
     def kept(node: Builder) -> list[sf.Taken]:
         with node.store.read() as r:
             return r.taken(bytes.fromhex(holder))
 
     assert publish_files(a, cluster, [records]) == 1
-    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
     with follower(a, cluster, Shifted) as (builder, consumer):
         builder.clock = clock
-        consumer.shift = offset[0]
+        consumer.shift = clock.offset
         builder.consume(consumer, tail_wait=0.5)
         assert [t.at for t in kept(builder)] == [int(recorded.timestamp())]
         consumer.tick(clock())  # a periodic tick: the agenda is made, the holder on it
         builder.consume(consumer, tail_wait=0.5)
         assert kept(builder)
         with builder.store.read() as r:
-            phase_one, first_shift = r.stream_seq(), offset[0]
+            phase_one, first_shift = r.stream_seq(), clock.offset
         # 3 s before the end, no periodic tick for an hour: only a tick when the entry's
         # erasure falls due erases it before max_idle ends the loop
-        offset[0] = from_epoch(end) - timedelta(seconds=3) - datetime.now(UTC)
-        consumer.shift, consumer.ticks = offset[0], []
-        watchdog.start()
-        try:
-            builder.consume(consumer, follow=True, max_idle=8.0, tail_wait=0.5, interval=0.1,
-                            tick_every=3600.0)  # fmt: skip
-        finally:
-            watchdog.cancel()
-        ticks, left = consumer.ticks, kept(builder)
+        ticks = _follow_quiet(
+            builder, consumer, clock, from_epoch(end) - timedelta(seconds=3), max_idle=8.0
+        )
+        left = kept(builder)
     assert left == [], "not erased at its instant: no tick when the entry's erasure fell due"
     assert ticks and from_epoch(end) <= ticks[0] < from_epoch(end) + timedelta(seconds=2), ticks
     # another node reads the same stream later, each message dated as the signer read it
     with follower(b, cluster, _Redated) as (other, replay):
         other.clock = clock
-        replay.shifts = [(phase_one, first_shift), (None, offset[0])]
+        replay.shifts = [(phase_one, first_shift), (None, clock.offset)]
         other.consume(replay, tail_wait=0.5)
         assert kept(other) == []
     assert feed(a) == feed(b)

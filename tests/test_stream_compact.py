@@ -5,6 +5,7 @@ others are, nodes behind the purge refuse the stream."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,8 @@ from crlbuilder.snapshot import SnapshotInfo
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from crlbuilder.stream import Consumer, Delivered
-from tests.support.nats import NatsCluster
+from tests.support.nats import NatsCluster, free_ports
+from tests.support.synth import synth_population
 from tests.test_stream import (
     consume,
     dump,
@@ -109,21 +111,9 @@ def test_the_tail_is_the_messages_of_the_last_days_before_the_last_one() -> None
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cluster(nats: NatsCluster) -> NatsCluster:
-    """The session's NATS cluster (tests/conftest.py)."""
-    return nats
-
-
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Path:
-    out = tmp_path_factory.mktemp("pop") / "pop"
-    subprocess.run(
-        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(demo_pki[0]),
-         "--holders", "120", "--out", str(out), "--seed", "5", "--no-progress"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    return out / "records"
+    return synth_population(tmp_path_factory, demo_pki[0], holders=120, seed=5)
 
 
 def _put(cfg: BuilderConfig, cluster: NatsCluster, bucket: str) -> subprocess.CompletedProcess[str]:
@@ -390,6 +380,51 @@ def test_a_node_mid_catch_up_when_the_purge_runs_refuses_the_stream_not_skips_it
     held = stream_seq(lag)
     assert n0 <= held < n1  # what it applied before the purge, nothing after the gap
     assert f"its first is {n1 + 1}" in refused(lag)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # timed subprocesses
+@pytest.mark.parametrize("command", ["compact", "adopt"])
+def test_compact_and_adopt_say_why_nats_is_not_reached_and_exit_as_their_help_says(
+    command: str, tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The two commands connect alike (`crlbuilder.cli._connected`): no NATS server answering,
+    exit 1 and one line naming the server (compact's adding that nothing was purged); a NATS
+    credential that will not do (an NKey seed file others may read), exit 2 and one line
+    naming the file, no server asked. Adopt gets that far only with a store that follows a
+    record stream."""
+    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    cfg = node_config(tmp_path / "n", demo_pki[0], nowhere, "unreached")
+    s = Store.open(Path(cfg.store.path), readonly=False)
+    try:
+        with Commit(s) as w:
+            w.name_feed(FEED)
+    finally:
+        s.close()
+    argv = [sys.executable, "-m", "crlbuilder.cli", "stream", command, *flags(cfg)]
+    if command == "compact":
+        argv += ["--snapshot-bucket", "SNAP_UNREACHED"]
+    what = f"crlbuilder stream {command}: error: "
+
+    def one_error(env: dict[str, str], code: int) -> str:
+        out = subprocess.run(argv, env=env, check=False, capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        errors = [ln for ln in out.stderr.splitlines() if "error" in ln.lower()]
+        assert out.returncode == code and len(errors) == 1, (out.returncode, out.stderr)
+        assert errors[0].startswith(what) and "Traceback" not in out.stderr, out.stderr
+        assert out.stdout == "", out.stdout
+        return errors[0]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JPKI_VA_NATS_")}
+    line = one_error(env, 1)
+    assert f"cannot connect to NATS at {nowhere}" in line, line
+    assert line.endswith("; nothing purged") == (command == "compact"), line
+    seed = tmp_path / "nats.seed"
+    seed.write_text("not read: refused for its mode\n")
+    seed.chmod(0o644)
+    line = one_error({**env, "JPKI_VA_NATS_NKEY_SEED": str(seed)}, 2)
+    assert f"{seed}: " in line and "readable by its owner only" in line, line
+    assert "nothing purged" not in line and "cannot connect" not in line, line
 
 
 def test_a_last_message_stored_in_the_future_does_not_shorten_the_tail() -> None:

@@ -16,6 +16,14 @@
   comparisons.
 - `tests.support.shippedproxy`: deploy/haproxy/haproxy.cfg itself run on loopback in front of
   real responders.
+- `tests.support.synth`: `synth_population`, a synthetic population's record files (the
+  record stream's tests).
+- `tests.support.idlefollow`: `ShiftedClock`, `records_builder`, `logged_events`: an
+  in-process builder on a shifted clock, its follow loop idle (retention, facts expiry, the
+  stream's ticks).
+- `tests.support.grouppull`: a `crlbuilder group pull` process (`pulling`,
+  `stop_with_sigterm`, `wait_asked`) and what a group directory holds after it
+  (`crl_number`, `staged_left`).
 
 ``bench/`` imports from here rather than the reverse: benchmarks run from the repository root
 (``python -m bench.…``) where ``tests`` is importable, and these helpers are test code, which
