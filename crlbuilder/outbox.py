@@ -16,7 +16,8 @@ its append but before its delete finds its lines in the file's tail beyond that
 size and does not write them again; a line cut in half by the kill is written
 again whole on a line of its own. If the file was replaced in between (pruned through what an
 operator read, `crlbuilder.outboxprune`, which the store knows by the file's inode; or rotated
-away by hand, then shorter than remembered), the new file is read whole instead. The append is
+away by hand, then shorter than remembered), the new file is read whole instead; so is a file
+the store knows by no inode (its size written by an earlier release), once. The append is
 made under an exclusive ``flock`` of the file, the one a prune takes, so a line is never
 appended to a file a prune is replacing.
 
@@ -88,8 +89,10 @@ def deliver(
             with Commit(store) as c:
                 c.put_outbox_file(target, last)
         # another file under the name (pruned: `crlbuilder.outboxprune`), or a shorter one
-        # (rotated away by hand, started anew): read whole for the lines already in it
-        replaced = last.inode is not None and last.inode != inode
+        # (rotated away by hand, started anew): read whole for the lines already in it. So is
+        # one known by no inode (a store an earlier release wrote): pruned while the builder
+        # was stopped, it may be as long as remembered and its tail not where ours start
+        replaced = last.inode is None or last.inode != inode
         start = last.size if last.size <= size and not replaced else 0
         tail = os.pread(fd, size - start, start) if size > start else b""
         present = {key_of(line) for line in tail.split(b"\n") if line}
