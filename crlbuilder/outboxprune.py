@@ -164,11 +164,17 @@ def prune(path: Path, mark: Mark) -> int:
     The rest is written whole into a new file (0600, the old one's owner) renamed over it, under
     the old file's exclusive lock (`open_locked`); `MarkRefused` changes nothing, and so does
     `PruneRefused` for a symbolic link (the new file would replace the link, the lines staying
-    in the file it names)."""
+    in the file it names) and for a file with another hard link (the lines would stay under the
+    other name)."""
     if path.is_symlink():
         raise PruneRefused("a symbolic link: give the path of the file it names")
     fd = open_locked(path, os.O_RDWR | os.O_NOFOLLOW)
     try:
+        if (links := os.fstat(fd).st_nlink) > 1:
+            raise PruneRefused(
+                f"the file has {links - 1} other hard link(s): the lines would stay under the "
+                "other name; remove the other links first"
+            )
         data = _read_all(fd)
         rest = pruned(data, mark)
         if mark.lines:

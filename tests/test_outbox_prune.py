@@ -17,10 +17,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import outboxprune
+from crlbuilder import outbox, outboxprune
 from crlbuilder.cli import main as crlbuilder_main
 from crlbuilder.outboxprune import Mark, MarkRefused, mark_of, parse_mark, pruned
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from tests.test_apply import H1, H2, World, holder_set, run_killed, ts
 
 
@@ -189,3 +191,46 @@ def test_the_pruned_file_keeps_its_owner(tmp_path: Path) -> None:
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
     assert path.read_bytes() == b"y\n"
+
+
+@pytest.mark.integration  # a builder process killed mid-delivery
+def test_a_delivery_of_an_earlier_release_cut_by_a_kill_then_pruned_is_not_written_twice(
+    world: World,
+) -> None:
+    """The upgrade path: a store an earlier release wrote knows the file by its size alone (no
+    inode). That release killed after appending a notice, the operator prunes while the builder
+    is stopped for the upgrade, and the pruned file is still as long as the size remembered: the
+    first delivery of this release read it from that size, in the middle of the notice, did not
+    see it, and wrote it a second time. A file known by no inode is now read whole."""
+    notices = world.tmp / "notices.jsonl"
+    world.apply([_error("err-1", 101)])
+    mark = outboxprune.take_mark(notices)
+    world.store.close()
+    late = _error("err-2-of-a-longer-record-id", 201)
+    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(late) + b"\n")
+    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    with world.store.read() as r:
+        delivered = r.outbox_file(outbox.NOTICES)
+    assert delivered is not None and delivered.inode is not None
+    with Commit(world.store) as c:  # as the earlier release wrote it: no inode
+        c.put_outbox_file(outbox.NOTICES, sf.OutboxFile(path=delivered.path, size=delivered.size))
+    assert outboxprune.prune(notices, mark) == 1
+    assert notices.stat().st_size >= delivered.size  # the case: not shorter than remembered
+    world.apply([])  # the restart delivers what is staged
+    assert _notices(notices) == ["err-2-of-a-longer-record-id"]
+
+
+def test_a_file_with_another_hard_link_is_refused_nothing_pruned(tmp_path: Path) -> None:
+    """As a symbolic link: the new file renamed over this name, the lines read stay in the file
+    under the other name (a copy the operator may not know of, or the name the builder
+    appends to), personal data in clear the prune was to take off."""
+    path = tmp_path / "notices.jsonl"
+    path.write_bytes(b"x\ny\n")
+    other = tmp_path / "notices.copy"
+    os.link(path, other)
+    mark = outboxprune.take_mark(path)
+    with pytest.raises(outboxprune.PruneRefused, match="hard link"):
+        outboxprune.prune(path, mark)
+    assert crlbuilder_main(["outbox", "prune", "--file", str(path), "--mark", str(mark)]) == 2
+    assert path.read_bytes() == b"x\ny\n" and os.path.samefile(path, other)
