@@ -85,14 +85,19 @@ def deliver(
         if last is None or last.path != str(path):
             # a file this store never wrote: nothing of ours in it yet; remember where ours
             # start before writing any, so a kill after the write is seen in the tail
-            last = sf.OutboxFile(path=str(path), size=size, inode=inode)
+            last = sf.OutboxFile(path=str(path), size=size, inode=inode, mtime=st.st_mtime_ns)
             with Commit(store) as c:
                 c.put_outbox_file(target, last)
         # another file under the name (pruned: `crlbuilder.outboxprune`), or a shorter one
         # (rotated away by hand, started anew): read whole for the lines already in it. So is
-        # one known by no inode (a store an earlier release wrote): pruned while the builder
-        # was stopped, it may be as long as remembered and its tail not where ours start
-        replaced = last.inode is None or last.inode != inode
+        # one known by no inode (a store an earlier release wrote: pruned while the builder was
+        # stopped, it may be as long as remembered and its tail not where ours start), and one
+        # modified since (a kill's line; or pruned twice, the new file under the inode reused)
+        replaced = (
+            last.inode is None
+            or last.inode != inode
+            or (last.mtime is not None and last.mtime != st.st_mtime_ns)
+        )
         start = last.size if last.size <= size and not replaced else 0
         tail = os.pread(fd, size - start, start) if size > start else b""
         present = {key_of(line) for line in tail.split(b"\n") if line}
@@ -111,12 +116,15 @@ def deliver(
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-        new_size = os.fstat(fd).st_size
+        after = os.fstat(fd)
     finally:
         os.close(fd)
     if before_delete is not None:
         before_delete()
     with Commit(store) as c:
         c.unstage(k for k, _ in todo)
-        c.put_outbox_file(target, sf.OutboxFile(path=str(path), size=new_size, inode=inode))
+        c.put_outbox_file(
+            target,
+            sf.OutboxFile(path=str(path), size=after.st_size, inode=inode, mtime=after.st_mtime_ns),
+        )
     return written

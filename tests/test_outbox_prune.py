@@ -234,3 +234,35 @@ def test_a_file_with_another_hard_link_is_refused_nothing_pruned(tmp_path: Path)
         outboxprune.prune(path, mark)
     assert crlbuilder_main(["outbox", "prune", "--file", str(path), "--mark", str(mark)]) == 2
     assert path.read_bytes() == b"x\ny\n" and os.path.samefile(path, other)
+
+
+@pytest.mark.integration  # a builder process killed mid-delivery
+def test_a_delivery_cut_by_a_kill_then_pruned_into_a_reused_inode_is_not_written_twice(
+    world: World,
+) -> None:
+    """Pruned twice while the builder was stopped after a kill, the file may come back under the
+    inode the store remembers (a filesystem reuses a freed inode number): known by its inode and
+    size, the new file's tail was read from the size remembered, in the middle of the killed
+    delivery's notice, and the notice written twice. The store now knows the file's mtime too."""
+    notices = world.tmp / "notices.jsonl"
+    world.apply([_error("err-1", 101)])
+    mark = outboxprune.take_mark(notices)
+    world.store.close()
+    late = _error("err-2-of-a-longer-record-id", 201)
+    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(late) + b"\n")
+    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    assert outboxprune.prune(notices, mark) == 1
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    with world.store.read() as r:
+        delivered = r.outbox_file(outbox.NOTICES)
+    assert delivered is not None
+    reused = os.stat(notices)
+    with Commit(world.store) as c:  # the pruned file under the inode remembered
+        c.put_outbox_file(
+            outbox.NOTICES,
+            sf.OutboxFile(path=delivered.path, size=delivered.size,
+                          inode=(reused.st_dev, reused.st_ino), mtime=delivered.mtime),
+        )  # fmt: skip
+    assert reused.st_size >= delivered.size
+    world.apply([])  # the restart delivers what is staged
+    assert _notices(notices) == ["err-2-of-a-longer-record-id"]

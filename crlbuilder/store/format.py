@@ -955,6 +955,11 @@ class OutboxFile(msgspec.Struct, frozen=True, kw_only=True):
     None: written by a release before it (an earlier reader ignores the field), known by its
     size alone."""
 
+    mtime: int | None = None
+    """The file's mtime (nanoseconds) after that delivery: a file modified since (a line a killed
+    delivery appended, or another file under a reused inode: pruned twice while the builder was
+    stopped) is read whole too. None: written before it."""
+
 
 class SpoolAt(msgspec.Struct, frozen=True, kw_only=True):
     """A spool file applied up to ``line`` (`META_SPOOL_AT`): its name and, to know it again,
