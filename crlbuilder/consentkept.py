@@ -5,8 +5,11 @@ A consent (``consents``: holder key ‖ verifier id → when recorded) lets the 
 sign certificate "that has not lost effect" (§15(1), §16-14(1)), asked for about a sign
 certificate of the holder that lost effect (§19(5), §20(4), §21(4); `responder.v1.recordinfo`).
 A holder key is a pseudonymous personal identifier, and a consent says which verifiers the holder
-deals with: personal data, kept no longer than a rule needs it (認証業務情報の消去, Ord
-§70(1)(iii)).
+deals with: personal data, kept no longer than a rule needs it. A consent is not itself 認証業務情報
+as Act §44(1) defines it (the issuance records, the revocation information and its files, the
+特定利用者証明検証者証明符号), so the erasure measures of Ord §70(1)(iii) do not name it and no
+article sets its period: the bound below is the product's rule (nothing personal kept past its
+use; information learnt in 認証業務 used for it alone, Act §46).
 
 The Act sets no period for a consent, nor says whether one given while the holder held one
 certificate still holds for a certificate issued years after every one of them ended. The rule
