@@ -37,11 +37,12 @@ import fcntl
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from crlbuilder.atomicfile import write_whole
+from crlbuilder.atomicfile import sweep_own, write_whole
 
 MARK: Final = re.compile(r"(0|[1-9][0-9]{0,11}):([0-9a-f]{32})")
 """A mark as `Mark.__str__` writes it: the number of lines, ``:``, 32 hex digits."""
@@ -177,6 +178,8 @@ def prune(path: Path, mark: Mark) -> int:
             )
         data = _read_all(fd)
         rest = pruned(data, mark)
+        # a prune killed before its rename left the lines kept in a temporary beside the file
+        sweep_own(path, now=time.time())
         if mark.lines:
             held = os.fstat(fd)
             write_whole(path, rest, 0o600, sync_dir=True, owner=(held.st_uid, held.st_gid))

@@ -266,3 +266,20 @@ def test_a_delivery_cut_by_a_kill_then_pruned_into_a_reused_inode_is_not_written
     assert reused.st_size >= delivered.size
     world.apply([])  # the restart delivers what is staged
     assert _notices(notices) == ["err-2-of-a-longer-record-id"]
+
+
+def test_a_prune_sweeps_the_temporary_a_killed_prune_left(tmp_path: Path) -> None:
+    """A prune killed between writing the new file and renaming it left it beside the file
+    (``.notices.jsonl.PID.HEX.tmp``: the lines kept, serials in clear) for good: nothing swept
+    it. The next prune removes its own stale temporaries first, as the product's other writers
+    do (`atomicfile.sweep_own`); another file's are not touched."""
+    path = tmp_path / "notices.jsonl"
+    path.write_bytes(b"x\ny\n")
+    left = tmp_path / ".notices.jsonl.4242.0badcafe.tmp"
+    left.write_bytes(b"y\n")
+    other = tmp_path / ".quarantine.jsonl.4242.0badcafe.tmp"
+    other.write_bytes(b"q\n")
+    for p in (left, other):
+        os.utime(p, (0, 0))  # long before any clock this test runs under
+    assert outboxprune.prune(path, outboxprune.take_mark(path)) == 2
+    assert not left.exists() and other.exists()
