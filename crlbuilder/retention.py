@@ -90,6 +90,10 @@ CONSENTS: Final = "consents-1"
 serve (`crlbuilder.consentkept`); part of `periods_digest`, as `NOTICES`: an agenda made without
 them is made again, and that scan erases every consent already past the rule."""
 
+LISTED: Final = (NOTICES, KEPT, FACTS, CONSENTS)
+"""What a scan lists besides the CRL entries, each named in `periods_digest` (an earlier release
+listed fewer: RULES 2 none, RULES 3 `NOTICES`, then `KEPT`, `FACTS`, `CONSENTS`)."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -99,17 +103,17 @@ def shortest_period(retention: Periods) -> int:
     return min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
 
 
-def periods_digest(retention: Periods) -> str:
+def periods_digest(retention: Periods, listed: tuple[str, ...] = LISTED) -> str:
     """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
-    what it listed (`NOTICES`, `KEPT`, `FACTS`, `CONSENTS`): another configuration, counting or listing makes its
-    agenda stale."""
+    what it listed (`LISTED`; another ``listed``: the digest an earlier release wrote):
+    another configuration, counting or listing makes its agenda stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
         for f in Family
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{NOTICES}:{KEPT}:{FACTS}:{CONSENTS}:{periods}"
+    table = ":".join((RULE, *listed, periods))
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 

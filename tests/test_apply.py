@@ -68,6 +68,17 @@ def issuance(
     return rec
 
 
+def two_holders(w: World) -> None:
+    """H1's sign certificates end on days 300 (card) and 290 (mobile), its auth card on day 300;
+    H2's sign card runs to day 1400 (the expiry and consent erasure tests' population)."""
+    w.apply([
+        issuance(101, "sign-card-g1", H1, 0, not_after=ts(300)),
+        issuance(103, "sign-mobile-g1", H1, 1, card_serial=101, not_after=ts(290)),
+        issuance(102, "auth-card-g1", H1, 0, not_after=ts(300)),
+        issuance(201, "sign-card-g1", H2, 0, not_after=ts(1400)),
+    ])  # fmt: skip
+
+
 def holder_set(holder: str, day: float = 0, base: int = 100) -> list[dict[str, object]]:
     """A holder with all four families (sign-card from g1)."""
     return [

@@ -10,7 +10,6 @@ agenda of an earlier release is stale. They were kept for ever.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +19,12 @@ import pytest
 from crlbuilder import consentkept
 from crlbuilder.apply import Applier, from_epoch
 from crlbuilder.model import Category, Family
-from crlbuilder.periods import RULE, kept_until
+from crlbuilder.periods import kept_until
 from crlbuilder.retention import FACTS, KEPT, NOTICES, periods_digest, scanned
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
 from crlbuilder.store.writer import Commit
-from tests.test_apply import H1, H2, World, issuance, ts, world
+from tests.test_apply import H1, H2, World, issuance, ts, two_holders, world
 
 __all__ = ["world"]
 
@@ -66,12 +65,7 @@ def _no_scan(self: LmdbReader) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
 
 def _population(w: World) -> None:
     """H1's sign certificates end on days 300 (card) and 290 (mobile); H2's run to day 1400."""
-    w.apply([
-        issuance(101, "sign-card-g1", H1, 0, not_after=ts(300)),
-        issuance(103, "sign-mobile-g1", H1, 1, card_serial=101, not_after=ts(290)),
-        issuance(102, "auth-card-g1", H1, 0, not_after=ts(300)),
-        issuance(201, "sign-card-g1", H2, 0, not_after=ts(1400)),
-    ])  # fmt: skip
+    two_holders(w)
     w.apply([consent(H1, 5, "c-1"), consent(H2, 5, "c-2")])
     assert consents(w) == {H1: ["bank"], H2: ["bank"]}
 
@@ -134,14 +128,7 @@ def test_an_agenda_of_an_earlier_release_is_stale_and_the_first_erasure_erases_t
     try:
         _population(w)
         now = T0 + 900 * DAY
-        periods = ",".join(
-            f"{f.value}/{c.value}={retention(f, c)}"
-            for f in Family
-            for c in Category
-            if c.applies_to(f)
-        )
-        table = f"{RULE}:{NOTICES}:{KEPT}:{FACTS}:{periods}"
-        earlier = hashlib.sha256(table.encode()).hexdigest()[:32]
+        earlier = periods_digest(retention, (NOTICES, KEPT, FACTS))
         assert earlier != periods_digest(retention)
         with Commit(w.store, lambda: from_epoch(now)) as c:  # as the earlier release left it
             c.rebuild_retention(scanned(now - 5 * DAY, earlier), [])

@@ -21,7 +21,6 @@ from crlbuilder import factskept
 from crlbuilder.apply import Applier, from_epoch, next_erasure
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category, Family, FourFacts, Sex
-from crlbuilder.periods import RULE
 from crlbuilder.retention import KEPT, NOTICES, periods_digest, scanned
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
@@ -30,7 +29,7 @@ from crlbuilder.store.reader import LmdbReader, changes_start
 from crlbuilder.store.writer import Commit
 from tests.support.builder import builder_config
 from tests.support.idlefollow import ShiftedClock, logged_events, records_builder
-from tests.test_apply import H1, H2, INDEX, KEY, World, issuance, rid, ts, world
+from tests.test_apply import H1, H2, INDEX, KEY, World, issuance, rid, ts, two_holders, world
 
 __all__ = ["world"]
 
@@ -65,12 +64,7 @@ def test_facts_of_a_certificate_nobody_revokes_go_the_second_after_its_notafter(
     H2's run on. The first erasure scans (nothing due); the next ones take the agenda alone (no
     sealed entry read): notAfter's own second keeps them (still in effect, RFC 5280 inclusive),
     the next erases them, and moves no commit (nothing answers from them)."""
-    world.apply([
-        issuance(101, "sign-card-g1", H1, 0, not_after=ts(300)),
-        issuance(103, "sign-mobile-g1", H1, 1, card_serial=101, not_after=ts(290)),
-        issuance(102, "auth-card-g1", H1, 0, not_after=ts(300)),
-        issuance(201, "sign-card-g1", H2, 0, not_after=ts(1400)),
-    ])  # fmt: skip
+    two_holders(world)
     assert erase(world, T0 + 280 * DAY).summary.facts_erased == 0  # the scan: horizon day 310
     assert next_erasure(world.store, retention) == from_epoch(T0 + 290 * DAY + 1)
     with world.store.read() as r:
@@ -192,13 +186,7 @@ def test_a_store_from_before_the_change_opens_and_its_first_erasure_takes_the_ba
         w.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(10),
                   "serial": 202, "issuer": "sign-mobile-g1", "reason": "loss"}])  # fmt: skip
         now = T0 + 900 * DAY
-        periods = ",".join(
-            f"{f.value}/{c.value}={retention(f, c)}"
-            for f in Family
-            for c in Category
-            if c.applies_to(f)
-        )
-        earlier = hashlib.sha256(f"{RULE}:{NOTICES}:{KEPT}:{periods}".encode()).hexdigest()[:32]
+        earlier = periods_digest(retention, (NOTICES, KEPT))
         assert earlier != periods_digest(retention)
         key = sf.status_key(INDEX["sign-mobile-g1"], 202)
         with Commit(w.store, lambda: from_epoch(now)) as c:  # as the earlier release left it

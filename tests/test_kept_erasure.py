@@ -6,7 +6,6 @@ transaction, found by its scan or agenda."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,8 +18,8 @@ from crlbuilder.apply import Applier, epoch, from_epoch, next_erasure
 from crlbuilder.ingest import read_file
 from crlbuilder.lateness import LATE_ISSUANCE, LATE_NOTICE
 from crlbuilder.model import Category, Family
-from crlbuilder.periods import RULE, kept_until
-from crlbuilder.retention import NOTICES, scanned
+from crlbuilder.periods import kept_until
+from crlbuilder.retention import NOTICES, periods_digest, scanned
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from crlbuilder.store.writer import Commit
@@ -396,13 +395,7 @@ def test_an_agenda_a_release_before_made_is_scanned_again_for_entries_due_long_a
     erases them, not at that agenda's horizon."""
     at = history(world)
     now = at + 1000 * 86_400
-    periods = ",".join(
-        f"{f.value}/{c.value}={retention(f, c)}"
-        for f in Family
-        for c in Category
-        if c.applies_to(f)
-    )
-    earlier = hashlib.sha256(f"{RULE}:{NOTICES}:{periods}".encode()).hexdigest()[:32]  # RULES 3's
+    earlier = periods_digest(retention, (NOTICES,))  # RULES 3's
     with Commit(world.store, lambda: from_epoch(now)) as c:
         c.rebuild_retention(scanned(now - 5 * 86_400, earlier), [])
     ap = erase(world, now, agenda=True)

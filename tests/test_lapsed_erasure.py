@@ -5,7 +5,6 @@ retention (`Applier.erase_past_retention`), in its transaction."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,8 +14,8 @@ import pytest
 from crlbuilder.apply import Applier, epoch, from_epoch, next_erasure
 from crlbuilder.lateness import LATE_NOTICE
 from crlbuilder.model import Category, Family
-from crlbuilder.periods import RULE, kept_until
-from crlbuilder.retention import scanned
+from crlbuilder.periods import kept_until
+from crlbuilder.retention import periods_digest, scanned
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from crlbuilder.store.writer import Commit
@@ -277,13 +276,7 @@ def test_an_agenda_an_earlier_release_made_is_scanned_again_for_notices_lapsed_l
     erasure scans every notice and erases it then, not at that agenda's horizon."""
     lapsed_at = domestic(world)
     now = kept_until(lapsed_at, DAYS) + 1000 * 86_400
-    periods = ",".join(
-        f"{f.value}/{c.value}={retention(f, c)}"
-        for f in Family
-        for c in Category
-        if c.applies_to(f)
-    )
-    earlier = hashlib.sha256(f"{RULE}:{periods}".encode()).hexdigest()[:32]  # as RULES 2 wrote it
+    earlier = periods_digest(retention, ())  # as RULES 2 wrote it
     with Commit(world.store, lambda: from_epoch(now)) as c:
         c.rebuild_retention(scanned(now - 5 * 86_400, earlier), [])
     assert pending(world) is not None

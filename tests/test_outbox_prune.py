@@ -39,6 +39,18 @@ def _error(rid: str, serial: int) -> dict[str, object]:
             "issuer": "sign-card-g1"}  # fmt: skip
 
 
+def _marked_then_killed(world: World, late: str) -> tuple[Path, Mark]:
+    """A notice delivered and marked (the mark returned), the store closed, then a builder
+    killed after appending the notice ``late`` to the file and before the store knew of it."""
+    notices = world.tmp / "notices.jsonl"
+    world.apply([_error("err-1", 101)])
+    mark = outboxprune.take_mark(notices)
+    world.store.close()
+    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(_error(late, 201)) + b"\n")
+    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    return notices, mark
+
+
 def _notices(path: Path) -> list[str]:
     return [str(msgspec.json.decode(line)["record_id"]) for line in path.read_bytes().splitlines()]
 
@@ -135,12 +147,7 @@ def test_a_delivery_cut_by_a_kill_and_then_pruned_is_not_written_twice(world: Wo
     A prune in between replaced the file by one as long as the store remembered: known by its
     size alone, the new file's lines were taken for lines of the old, the notice not seen in
     it, and written a second time. The store now knows the file by its inode as well."""
-    notices = world.tmp / "notices.jsonl"
-    world.apply([_error("err-1", 101)])
-    mark = outboxprune.take_mark(notices)
-    world.store.close()
-    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(_error("err-2", 201)) + b"\n")
-    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    notices, mark = _marked_then_killed(world, "err-2")
     assert _notices(notices) == ["err-1", "err-2"]  # written, still staged in the store
     assert outboxprune.prune(notices, mark) == 1
     world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
@@ -202,13 +209,7 @@ def test_a_delivery_of_an_earlier_release_cut_by_a_kill_then_pruned_is_not_writt
     is stopped for the upgrade, and the pruned file is still as long as the size remembered: the
     first delivery of this release read it from that size, in the middle of the notice, did not
     see it, and wrote it a second time. A file known by no inode is now read whole."""
-    notices = world.tmp / "notices.jsonl"
-    world.apply([_error("err-1", 101)])
-    mark = outboxprune.take_mark(notices)
-    world.store.close()
-    late = _error("err-2-of-a-longer-record-id", 201)
-    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(late) + b"\n")
-    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    notices, mark = _marked_then_killed(world, "err-2-of-a-longer-record-id")
     world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
     with world.store.read() as r:
         delivered = r.outbox_file(outbox.NOTICES)
@@ -244,13 +245,7 @@ def test_a_delivery_cut_by_a_kill_then_pruned_into_a_reused_inode_is_not_written
     inode the store remembers (a filesystem reuses a freed inode number): known by its inode and
     size, the new file's tail was read from the size remembered, in the middle of the killed
     delivery's notice, and the notice written twice. The store now knows the file's mtime too."""
-    notices = world.tmp / "notices.jsonl"
-    world.apply([_error("err-1", 101)])
-    mark = outboxprune.take_mark(notices)
-    world.store.close()
-    late = _error("err-2-of-a-longer-record-id", 201)
-    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(late) + b"\n")
-    run_killed(world.tmp, "notices-before-delete", "late.jsonl")
+    notices, mark = _marked_then_killed(world, "err-2-of-a-longer-record-id")
     assert outboxprune.prune(notices, mark) == 1
     world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
     with world.store.read() as r:
