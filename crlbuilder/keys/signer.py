@@ -123,8 +123,9 @@ class PemSigner:
 
         Refuses a key file whose mode lets group or others read, write or
         execute it (it must be 0600 or stricter), a key that is not RSA or is
-        shorter than 2048 bits, an encrypted key, and a key that does not match
-        the certificate. Errors name the file, never the key.
+        shorter than 2048 bits, an encrypted key, a key that does not match
+        the certificate, and one whose signatures the certificate does not
+        verify (`_check_signs`). Errors name the file, never the key.
         """
         key_file = Path(key_path)
         cert_file = Path(cert_path)
