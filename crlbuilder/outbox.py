@@ -28,6 +28,7 @@ delivered size is kept under `store.format.META_OUTBOX_FILE_PREFIX` ‖ target.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,12 @@ NOTICES: Final = b"n"
 """Target: the notices file (input.notices)."""
 QUARANTINE: Final = b"q"
 """Target: the quarantine file (input.quarantine)."""
+
+SYMLINK_REFUSED: Final = (
+    "a symbolic link, not followed: give the path of the file itself (input.notices or "
+    "input.quarantine)"
+)
+"""Why a delivery to a name that is a symbolic link is refused (`OSError` ELOOP's message)."""
 
 KeyOf = Callable[[bytes], bytes | None]
 """The delivery key of one JSON line, or None for a line that is not one of ours."""
@@ -65,6 +72,9 @@ def deliver(
     """Append ``target``'s staged lines to ``path`` (mode 0600, a wider one narrowed) once each;
     returns lines written.
 
+    A symbolic link at ``path`` is not followed (`OSError` ELOOP, `SYMLINK_REFUSED`): the lines
+    stay staged, the file it names untouched, as `crlbuilder outbox prune` refuses one.
+
     ``before_write`` and ``before_delete`` are called at the two moments a crash
     matters (the tests kill the process there).
     """
@@ -76,7 +86,14 @@ def deliver(
     path.parent.mkdir(parents=True, exist_ok=True)
     # locked as `crlbuilder outbox prune` locks it, and the file the name names once locked: a
     # prune that replaced the file meanwhile gets no line appended to the file it replaced
-    fd = open_locked(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    try:
+        fd = open_locked(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        # a link at the name is not followed: the lines (holder notifications naming serials)
+        # would go to, and the 0600 below narrow, whatever file it names; they stay staged
+        raise OSError(errno.ELOOP, SYMLINK_REFUSED, str(path)) from None
     try:
         st = os.fstat(fd)
         if st.st_mode & 0o077:  # made before, or by hand: narrowed like the store

@@ -278,3 +278,24 @@ def test_a_prune_sweeps_the_temporary_a_killed_prune_left(tmp_path: Path) -> Non
         os.utime(p, (0, 0))  # long before any clock this test runs under
     assert outboxprune.prune(path, outboxprune.take_mark(path)) == 2
     assert not left.exists() and other.exists()
+
+
+def test_a_delivery_does_not_follow_a_symbolic_link_and_keeps_its_lines_staged(
+    world: World,
+) -> None:
+    """A link at the notices file's name: the file it names is neither written nor narrowed
+    (a root builder would append serials to, and chmod, whatever it names); the notice stays
+    staged and goes out once the name is a file again."""
+    notices = world.tmp / "notices.jsonl"
+    victim = world.tmp / "victim"
+    victim.write_bytes(b"kept\n")
+    victim.chmod(0o644)
+    notices.symlink_to(victim)
+    with pytest.raises(OSError, match="a symbolic link, not followed") as refused:
+        world.apply([_error("err-1", 101)])
+    assert refused.value.filename == str(notices)
+    assert victim.read_bytes() == b"kept\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert len(outbox.pending(world.store, outbox.NOTICES)) == 1
+    notices.unlink()
+    world.apply([])
+    assert _notices(notices) == ["err-1"] and not outbox.pending(world.store, outbox.NOTICES)
