@@ -8,9 +8,12 @@ of a header line or of its body every few seconds keeps each operation under it 
 the exchange as long as it likes. Here every operation is given what is left of one
 `Deadline` instead:
 
-- connect: each address of the host tried with the time left (the name's resolution,
-  ``getaddrinfo``, is the system resolver's and not bounded here: the 機構's appliance is
-  named by an address or a name the host resolves at once);
+- the name's resolution (`resolve`): the system resolver's ``getaddrinfo``, which cannot be
+  given a timeout nor cancelled, runs in a thread of its own and is waited for in the time
+  left (an address is taken as it is, no thread); past the deadline, or stopped, the thread is
+  left to end at the resolver's own timeout, its answer unused, and at most
+  `RESOLVING` such threads are ever waiting (one more is refused at once, `ResolverBusy`);
+- connect: each address of the host tried with the time left;
 - the TLS handshake: one call, which CPython's ssl module bounds whole by the socket's
   timeout, set to the time left just before;
 - every send, and every read of the answer (status line, header lines, body, through
@@ -54,21 +57,24 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 __all__ = [
+    "RESOLVING",
     "SLICE",
     "BodyRefused",
     "Connection",
     "CutShort",
     "Deadline",
     "NoRedirects",
+    "ResolverBusy",
     "Stopped",
     "TooLarge",
     "loopback_host",
     "opener",
     "read_body",
+    "resolve",
 ]
 
 SLICE: Final = 0.25
@@ -175,6 +181,55 @@ class Deadline:
         self._at += n * self.per_byte
 
 
+RESOLVING: Final = 4
+"""Resolutions at most under way at once in the process (`resolve`): a resolver that hangs
+holds no more threads than this however often a caller tries again."""
+
+_resolving = threading.BoundedSemaphore(RESOLVING)
+
+Addresses = Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]]
+"""What ``getaddrinfo`` gives: (family, type, proto, canonname, sockaddr) per address."""
+
+
+class ResolverBusy(OSError):
+    """`RESOLVING` earlier resolutions have not ended yet: the resolver is not answering."""
+
+
+def resolve(host: str, port: int, deadline: Deadline) -> Addresses:
+    """``host``'s TCP addresses (``getaddrinfo``), waited for no longer than ``deadline``
+    (TimeoutError past it, `Stopped` once its ``stop`` is set, `ResolverBusy`: module docstring).
+    An IP address is returned at once, resolved by no one."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name: the resolver's
+    deadline.left()
+    if not _resolving.acquire(blocking=False):
+        raise ResolverBusy(
+            f"the name {host!r} was not resolved: {RESOLVING} earlier resolutions have not "
+            "ended (the system resolver is not answering)"
+        )
+    done = threading.Event()
+    answer: list[Addresses] = []
+    failed: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as e:
+            failed.append(e)
+        finally:
+            _resolving.release()
+            done.set()
+
+    threading.Thread(target=ask, name="resolve", daemon=True).start()
+    while not done.wait(deadline.wait()):
+        pass  # the next wait() raises past the deadline, or stopped
+    if failed:
+        raise failed[0]
+    return answer[0]
+
+
 class _Reader(io.RawIOBase):
     """The socket's bytes, each read given what is left of the deadline (http.client reads
     the status line, the header lines and the body through a buffered reader over this)."""
@@ -256,9 +311,7 @@ class Connection(http.client.HTTPConnection):
     def _connect_any(self) -> socket.socket:
         """A connected TCP socket to one of the host's addresses, each tried in the time left."""
         last: OSError | None = None
-        for family, kind, proto, _, address in socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM
-        ):
+        for family, kind, proto, _, address in resolve(self.host, self.port, self.deadline):
             self.deadline.left()
             sock = socket.socket(family, kind, proto)
             try:

@@ -24,7 +24,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from crlbuilder.deadlinehttp import SLICE, Connection, Deadline, Stopped, opener
+from crlbuilder import deadlinehttp
+from crlbuilder.deadlinehttp import (
+    RESOLVING,
+    SLICE,
+    Connection,
+    Deadline,
+    ResolverBusy,
+    Stopped,
+    opener,
+    resolve,
+)
 from tests.support.pki import certificate, rsa_key
 
 Script = Callable[[socket.socket], None]
@@ -304,3 +314,70 @@ def test_a_stop_gives_up_every_wait_within_a_slice(
     assert 0.9 < took < 1.0 + SLICE + 0.3, took
     if step.startswith("body"):
         assert deadline.received > 2000  # the part sent after a slice ran out was read
+
+
+@pytest.fixture
+def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The system resolver hung for names (an address still answered at once): each name asked
+    is listed, and every hung resolution ends when the test does."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+    asked: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if int(kwargs.get("flags", 0)) & socket.AI_NUMERICHOST:  # type: ignore[call-overload]
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+            asked.append(host)
+            release.wait(30)
+            raise socket.gaierror(
+                socket.EAI_AGAIN, "Temporary failure in name resolution"
+            ) from None
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield asked
+    release.set()
+    # the abandoned resolutions end before the next test: every slot is free again
+    slots = [deadlinehttp._resolving.acquire(timeout=5) for _ in range(RESOLVING)]
+    for _ in range(sum(slots)):
+        deadlinehttp._resolving.release()
+    assert all(slots)
+
+
+@pytest.mark.real_clock  # timed waits
+def test_a_name_the_resolver_never_answers_is_cut_at_the_deadline(
+    serve: Callable[..., Server], hung_resolver: list[str]
+) -> None:
+    """``getaddrinfo`` takes no timeout: a resolver that does not answer held the exchange for
+    its own timeouts (seconds to minutes). Now the deadline cuts it, and so does a stop; an
+    address never reaches the resolver."""
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        conn = Connection("jpki.example", 80, deadline=Deadline(0.5))
+        conn.request("GET", "/x")
+    assert 0.4 < time.monotonic() - t0 < 1.5
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Stopped):
+        resolve("jpki.example", 80, Deadline(30.0, stop=stop))
+    assert time.monotonic() - t0 < 0.3 + SLICE + 0.5
+    server = serve(body_at(3, 3, 0))
+    assert get(server.port, Deadline(2.0)) == b"xxx"  # 127.0.0.1: no resolver thread
+    assert hung_resolver == ["jpki.example", "jpki.example"]
+
+
+def test_resolutions_left_waiting_are_bounded(hung_resolver: list[str]) -> None:
+    """A resolver that never answers, asked again and again (a group's pull every cycle):
+    at most `RESOLVING` threads wait on it; one more is refused at once, naming why."""
+    for _ in range(RESOLVING):
+        with pytest.raises(TimeoutError):
+            resolve("jpki.example", 443, Deadline(0.05))
+    t0 = time.monotonic()
+    with pytest.raises(ResolverBusy, match="earlier resolutions have not ended"):
+        resolve("jpki.example", 443, Deadline(5.0))
+    assert time.monotonic() - t0 < 0.5
+    assert len(hung_resolver) == RESOLVING
