@@ -117,6 +117,34 @@ _READS: list[tuple[str, bytes, bytes, bytes, Callable[[LmdbReader], object]]] = 
         bytes(4),
         lambda r: r.consent(HOLDER, "v"),
     ),
+    (
+        "withdrawals",
+        sf.DB_WITHDRAWALS,
+        sf.consent_key(HOLDER, "v"),
+        bytes(4),
+        lambda r: r.withdrawal(HOLDER, "v"),
+    ),
+    (
+        "withdrawals",
+        sf.DB_WITHDRAWALS,
+        sf.consent_key(HOLDER, "v"),
+        bytes(9),
+        lambda r: list(r.withdrawals_kept()),
+    ),
+    (
+        "withdrawals",
+        sf.DB_WITHDRAWALS,
+        sf.consent_key(HOLDER, "v"),
+        bytes(7),
+        lambda r: r.withdrawals_of(HOLDER),
+    ),
+    (
+        "meta granted-before",
+        sf.DB_META,
+        sf.META_GRANTED_BEFORE,
+        bytes(4),
+        lambda r: r.granted_before(),
+    ),  # fmt: skip
     ("applied", sf.DB_APPLIED, b"r-1", bytes(3), lambda r: list(r.applied_entries("r-"))),
     (
         "changes marker",

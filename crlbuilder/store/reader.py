@@ -615,6 +615,11 @@ class LmdbReader(ReaderRules):
         (`META_REVOKED_FROM`), None when none was."""
         return self._meta_int(sf.META_REVOKED_FROM, 8, signed=True)
 
+    def granted_before(self) -> int:
+        """A consent grant recorded before this instant is read too late
+        (`store.format.META_GRANTED_BEFORE`, rules 9); 0: no erasure of consents yet."""
+        return self._meta_int(sf.META_GRANTED_BEFORE, 8, signed=True) or 0
+
     def kept_written_from(self) -> int | None:
         """The earliest instant an entry kept in ``taken`` or ``moveins`` since the agenda's scan
         can fall due (`META_KEPT_FROM`), None when none was kept."""

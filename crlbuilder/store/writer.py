@@ -611,12 +611,6 @@ class Commit(LmdbReader):
         """The withdrawal kept gone (erased, or outranked by a later grant): moves no commit."""
         return self._delete(sf.DB_WITHDRAWALS, sf.consent_key(holder, verifier), change=False)
 
-    def granted_before(self) -> int:
-        """A grant recorded before this instant is read too late (`META_GRANTED_BEFORE`); 0:
-        no erasure of consents yet."""
-        raw = self._meta(sf.META_GRANTED_BEFORE)
-        return sf.unpack_i64(raw) if raw is not None else 0
-
     def put_granted_before(self, at: int) -> None:
         """Raise `META_GRANTED_BEFORE` to ``at`` (never lowered): builder state, no commit."""
         if at > self.granted_before():
