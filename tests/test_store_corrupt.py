@@ -144,7 +144,7 @@ _READS: list[tuple[str, bytes, bytes, bytes, Callable[[LmdbReader], object]]] = 
         sf.META_GRANTED_BEFORE,
         bytes(4),
         lambda r: r.granted_before(),
-    ),  # fmt: skip
+    ),
     ("applied", sf.DB_APPLIED, b"r-1", bytes(3), lambda r: list(r.applied_entries("r-"))),
     (
         "changes marker",
