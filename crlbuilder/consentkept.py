@@ -45,9 +45,13 @@ once; so that it never grants in between, each erasure that erases a consent or 
 raises a bound (`granted_before`, `crlbuilder.store.format.META_GRANTED_BEFORE`): a grant recorded
 before it is refused as read too late (`LATE_GRANT`), and every grant a withdrawal erased
 outranked is (its recordedAt is no later than the withdrawal's, which was before the bound). The
-bound only refuses grants older than the longest period before the latest such erasure: a consent
-recorded then had fallen due by it whatever the holder's certificates (ten years as shipped), so
-nothing is refused that would have been kept.
+bound is one instant for the whole store (a per-holder one, by the holder's certificates now,
+would let a certificate issued after the withdrawal's erasure admit the grant it outranked): it
+refuses grants recorded more than the longest period before the latest such erasure (ten years
+as shipped). Of a holder who held no sign certificate since, such a consent would have been
+erased by then; of one who did, it would still be kept, and is refused all the same (a decision:
+a grant read ten years late; the holder's consent is given again by a new record, recorded when
+given).
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ LATE_GRANT: Final = (
 
 def granted_before(erased_at: int, longest_days: int) -> int:
     """The bound an erasure of consents or withdrawals at ``erased_at`` leaves: the first
-    instant whose consent that erasure would not have erased whatever the holder's certificates
-    (`erasable_at` with none is later than ``erased_at``); a grant recorded before it is read too
-    late."""
+    instant whose consent that erasure would not have erased even for a holder with no sign
+    certificate since (`erasable_at` with none is later than ``erased_at``); a grant recorded
+    before it is read too late."""
     return first_kept_at(erased_at + 1, longest_days)
 
 

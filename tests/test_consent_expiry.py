@@ -316,3 +316,18 @@ def test_the_holders_disclosure_shows_the_withdrawal_kept(world: World) -> None:
     assert doc.withdrawals == [
         disclosure.Withdrawal(verifier="bank", recorded_at=ts(10).replace("+00:00", "Z"))
     ]
+
+
+def test_the_grants_bound_is_the_stores_not_the_holders(world: World) -> None:
+    """A decision (docs/records.md, "consent"): the bound one erasure raised refuses a grant of
+    another holder recorded as long before, though that holder's sign certificates (to day 1400)
+    would still keep it; a grant of that holder recorded after the bound is applied."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1"), withdrawal(H2, 6, "w-2")])
+    due = kept_until(T0 + 300 * DAY, LONGEST)
+    assert erase(world, due).summary.withdrawals_erased == 1  # H1's: H2's is kept
+    bound_day = (consentkept.granted_before(due, LONGEST) - T0) // DAY
+    late = world.apply([consent(H2, bound_day - 1, "g-h2-before")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)
+    world.apply([consent(H2, bound_day + 1, "g-h2-after")])
+    assert kept(world, H2) == (at(bound_day + 1), None)

@@ -277,8 +277,8 @@ as rules 8 decided them, and no consent erased. Set, kept and absent as `META_RU
 META_GRANTED_BEFORE: Final = b"granted-before"
 """i64: a consent grant recorded before this instant is read too late and refused
 (`crlbuilder.consentkept.LATE_GRANT`): the first instant whose consent the store's latest erasure
-of consents or withdrawals (rules 9) would not yet have erased, that is a consent recorded before
-it fell due by that erasure whatever the holder's certificates. Written by each such erasure,
+of consents or withdrawals (rules 9) would not yet have erased even for a holder with no sign
+certificate since (one instant for the whole store). Written by each such erasure,
 never lowered; so a grant older than a withdrawal that erasure took cannot grant again. Absent:
 no consent or withdrawal erased yet (by rules 9)."""
 META_RETENTION: Final = b"retention"
