@@ -33,7 +33,10 @@ What each record does (the rules themselves are in `rules`):
   responder to publish;
 - consent (同意, Act §18(3)): kept per holder and verifier; a grant naming no
   registered 署名検証者等 (`verifiers`), or made with no registry configured,
-  is refused; a withdrawal always applies;
+  is refused; a withdrawal always applies; (rules 9) the latest recordedAt of the holder's grants
+  and withdrawals for the verifier decides whatever the order they are read in, a withdrawal
+  kept for that (`crlbuilder.consentkept`), and a grant older than the store's bound is refused
+  as read too late;
 - token issued, token revoked (特定利用者証明検証者証明符号, Act §38-3; records the cluster signer's
   builder writes on the record stream, `crlbuilder.tokens`): a good status of the token issuer,
   or its revocation (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`) at the record's instant, so
@@ -98,6 +101,8 @@ input quarantines nothing twice.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -251,6 +256,9 @@ class Summary:
     consents_erased: int = 0
     """Consents past every sign certificate of the holder they could serve, erased
     (`crlbuilder.consentkept`)."""
+    withdrawals_erased: int = 0
+    """Withdrawals of consent kept (rules 9), erased at the instant the consent they ended
+    would have been (`crlbuilder.consentkept`)."""
     late: int = 0
     """Of ``quarantined``, records read too late to be judged: made before what an erasure past
     retention may have erased (`crlbuilder.lateness`)."""
@@ -273,6 +281,7 @@ class Summary:
             "move_ins_erased": self.move_ins_erased,
             "facts_erased": self.facts_erased,
             "consents_erased": self.consents_erased,
+            "withdrawals_erased": self.withdrawals_erased,
             "refused_late": self.late,
         }
 
@@ -328,6 +337,8 @@ class _Batch:
     release 1.7 (`release.RULES_7`): none once the store's flag is set, nor outside the stream."""
     rules8_before: int = 0
     """The same for rules 8 (`release.RULES_8`): the batch's first records judged by rules 7."""
+    rules9_before: int = 0
+    """The same for rules 9 (`release.RULES_9`): the batch's first records judged by rules 8."""
     index: int = 0
     """The position in the batch of the record being applied."""
 
@@ -358,6 +369,14 @@ class _Batch:
         or at or after the stream's first message of release 1.8 (the store's flag,
         `crlbuilder.store.format.META_RULES8_FROM`); before it as rules 7 judged it."""
         return self.index >= self.rules8_before
+
+    @property
+    def rules9(self) -> bool:
+        """Whether the record being applied is judged by rules 9 (a consent decided by the
+        latest recordedAt, grant or withdrawal, `Applier._consent`): outside the record stream,
+        or at or after the stream's first message of release 1.9 (the store's flag,
+        `crlbuilder.store.format.META_RULES9_FROM`); before it as rules 8 judged it."""
+        return self.index >= self.rules9_before
 
     @property
     def seq(self) -> int:
@@ -458,6 +477,7 @@ class Applier:
         token_signatures: tokenrevocation.TokenSignatures | None = None,
         rules7: release.FirstOf | None = None,
         rules8: release.FirstOf | None = None,
+        rules9: release.FirstOf | None = None,
     ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
@@ -472,7 +492,8 @@ class Applier:
         (`crlbuilder.stream.rules7_from`): the same for rules 7 (`_Batch.rules7`, the store's
         flag `Commit.put_rules7_from`); None (not the record stream): every record by rules 7.
         ``rules8``: the same for release 1.8 and rules 8 (`_Batch.rules8`,
-        `Commit.put_rules8_from`).
+        `Commit.put_rules8_from`); ``rules9``: for release 1.9 and rules 9 (`_Batch.rules9`,
+        `Commit.put_rules9_from`).
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -496,6 +517,10 @@ class Applier:
                 b.rules8_before = rules8.before
                 if rules8.first is not None:
                     c.put_rules8_from(rules8.first)
+            if rules9 is not None and c.rules9_from() is None:
+                b.rules9_before = rules9.before
+                if rules9.first is not None:
+                    c.put_rules9_from(rules9.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -558,8 +583,8 @@ class Applier:
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
             c.group = self.group
-            r7, r8 = self._rules_before(c)
-            b = _Batch(c, rules7_before=r7, rules8_before=r8)
+            r7, r8, r9 = self._rules_before(c)
+            b = _Batch(c, rules7_before=r7, rules8_before=r8, rules9_before=r9)
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             if c.changed:
@@ -568,15 +593,17 @@ class Applier:
         self.deliver()
         return sum(self.summary.revocations.values()) - before
 
-    def _rules_before(self, c: Commit) -> tuple[int, int]:
-        """`_Batch.rules7_before` and `_Batch.rules8_before` of a batch that applies no record
-        (a lapse sweep): on the record stream (``token_records``), the rules before each until
-        the store's flag for it is set (`Commit.rules7_from`, `Commit.rules8_from`), as every
-        node of the stream judges there; else the latest rules."""
+    def _rules_before(self, c: Commit) -> tuple[int, int, int]:
+        """`_Batch.rules7_before`, `_Batch.rules8_before` and `_Batch.rules9_before` of a batch
+        that applies no record (a lapse sweep): on the record stream (``token_records``), the
+        rules before each until the store's flag for it is set (`Commit.rules7_from`,
+        `Commit.rules8_from`, `Commit.rules9_from`), as every node of the stream judges there;
+        else the latest rules."""
         stream = self.token_records
         return (
             1 if stream and c.rules7_from() is None else 0,
             1 if stream and c.rules8_from() is None else 0,
+            1 if stream and c.rules9_from() is None else 0,
         )
 
     def erase_past_retention(
@@ -632,12 +659,21 @@ class Applier:
         write no lateness bound, since nothing is judged or answered by them. And the holders'
         consents past every sign certificate they could serve (`crlbuilder.consentkept`,
         `Summary.consents_erased`): deleted as a withdrawal is (the commit moves: record-info
-        reads them), no lateness bound (no record is judged by a consent).
+        reads them), no lateness bound (no record is judged by a consent); with them the
+        withdrawals kept (`Summary.withdrawals_erased`), and the grants' own bound raised
+        (`Commit.put_granted_before`). On the record stream (``stream``), consents and
+        withdrawals only from the stream's first message of release 1.9 on (rules 9, the store's
+        flag): a node replaying ticks before it erases none (1.8 builds erased them or not, by their
+        date: the stream cannot tell which), and the
+        agenda made there does not list them, so the first erasure after it scans again.
         """
         shortest = retention_agenda.shortest_period(retention)
-        periods = retention_agenda.periods_digest(retention)
         with Commit(self.store, lambda: from_epoch(now)) as c:
             c.group = self.group
+            consents_too = not stream or c.rules9_from() is not None
+            periods = retention_agenda.periods_digest(
+                retention, retention_agenda.LISTED if consents_too else _LISTED_BEFORE_RULES9
+            )
 
             def due_at(key: bytes) -> int | None:
                 """When the entry at ``key`` falls due; None when it never does (or is gone)."""
@@ -693,9 +729,9 @@ class Applier:
                         kept.add(holder)
                     elif at < made.horizon:
                         later.append((at, holder))
-                for holder, at in _consents_first_due(c, consent_days, made.horizon):
+                for holder, at in _consents_first_due(c, consent_days, made.horizon, consents_too):
                     if at <= now:
-                        kept.add(holder)  # its consents checked below
+                        kept.add(holder)  # its consents and withdrawals checked below
                     elif at < made.horizon:
                         later.append((at, holder))
                 for key, sealed_state, not_after in c.sealed_ends():
@@ -760,7 +796,7 @@ class Applier:
                 c.delete_pending(holder, change=False)  # a lapsed notice bounds no answer
             # the holders' kept changes, lapses and move-ins past their instant (a lapse the
             # notices' erasure just kept too), and the next instant of those left on the agenda
-            taken_erased = move_ins_erased = consents_erased = 0
+            taken_erased = move_ins_erased = consents_erased = withdrawals_erased = 0
             for holder in sorted(kept.union(notices)):
                 gone_taken, gone_move_ins, at = _erase_kept(c, holder, now, retention)
                 taken_erased += gone_taken
@@ -768,12 +804,18 @@ class Applier:
                 if agenda and at is not None and at < horizon:
                     c.put_retention(at, holder)
             # the consents past every sign certificate of the holder they could serve: what an
-            # answer reads, not what a record is judged by (no lateness bound below)
-            for holder in sorted(kept):
-                gone, at = _erase_consents(c, holder, now, consent_days)
+            # answer reads, not what a record is judged by (no lateness bound below), and the
+            # withdrawals kept with them (rules 9; on the stream from its first 1.9 message)
+            for holder in sorted(kept) if consents_too else ():
+                gone, gone_withdrawals, at = _erase_consents(c, holder, now, consent_days)
                 consents_erased += gone
+                withdrawals_erased += gone_withdrawals
                 if agenda and at is not None and at < horizon:
                     c.put_retention(at, holder)
+            if consents_erased or withdrawals_erased:
+                # a grant older than what went (a withdrawal's outranked grant above all) is
+                # read too late from now on (`consentkept.LATE_GRANT`)
+                c.put_granted_before(consentkept.granted_before(now, consent_days))
             if (due or notices or taken_erased or move_ins_erased) and (
                 not stream or c.token_signatures_from() is not None
             ):
@@ -794,6 +836,7 @@ class Applier:
         self.summary.move_ins_erased += move_ins_erased
         self.summary.facts_erased += facts_erased
         self.summary.consents_erased += consents_erased
+        self.summary.withdrawals_erased += withdrawals_erased
         return len(due)
 
     # --- per record ---------------------------------------------------------
@@ -1525,7 +1568,13 @@ class Applier:
 
     def _consent(self, b: _Batch, rec: Consent) -> bool:
         """A holder's consent (同意) to one verifier receiving 特定署名用電子証明書記録情報
-        (Act §18(3)); the verifier must be a registered 署名検証者等. A withdrawal always applies."""
+        (Act §18(3)); the verifier must be a registered 署名検証者等. A withdrawal always applies.
+
+        Rules 9 (`_consent_by_latest`): the latest recordedAt decides; rules 8 (on the record
+        stream before its first 1.9 message): a grant wrote its time over the consent's, a
+        withdrawal deleted it and left no trace."""
+        if rec.granted and b.rules9 and epoch(rec.recorded_at) < b.c.granted_before():
+            raise Refused(consentkept.LATE_GRANT)  # before anything of it is written
         if rec.granted:
             if self.verifiers is None:
                 raise Refused(
@@ -1540,6 +1589,9 @@ class Applier:
         if not self._holder_known(b, holder):
             # a holder with auth certificates only may consent ahead of a sign certificate
             raise Refused("no certificate of this holder (issuance record missing?)")
+        if b.rules9:
+            return _consent_by_latest(b.c, holder, rec.verifier, epoch(rec.recorded_at),
+                                      granted=rec.granted)  # fmt: skip
         if rec.granted:
             b.c.put_consent(holder, rec.verifier, epoch(rec.recorded_at))
             return True
@@ -1849,6 +1901,30 @@ def _kept_first_due(
             yield holder, min(ats)
 
 
+def _consent_by_latest(c: Commit, holder: bytes, verifier: str, at: int, *, granted: bool) -> bool:
+    """Rules 9: the holder's grant (``granted``) or withdrawal of consent to ``verifier``,
+    recorded at ``at``, decided by the latest recordedAt kept, grant or withdrawal, a withdrawal
+    winning a tie (`crlbuilder.consentkept`): a grant no later than the withdrawal kept grants
+    nothing, one older than the consent kept leaves its time; a withdrawal older than the consent
+    kept withdraws nothing, and one that ends it is kept in its place (a tombstone), unless it is
+    older than the grants' bound (`Commit.granted_before`: every grant it could outrank is
+    refused as read too late). Returns whether what an answer reads changed (the consent)."""
+    kept = c.consent(holder, verifier)
+    withdrawn = c.withdrawal(holder, verifier)
+    if granted:
+        if (withdrawn is not None and withdrawn >= at) or (kept is not None and kept >= at):
+            return False  # the holder's later word stands
+        if withdrawn is not None:
+            c.delete_withdrawal(holder, verifier)  # outranked: this grant is the later word
+        c.put_consent(holder, verifier, at)
+        return True
+    if kept is not None and kept > at:
+        return False  # granted again after it
+    if at >= c.granted_before() and (withdrawn is None or withdrawn < at):
+        c.put_withdrawal(holder, verifier, at)
+    return kept is not None and c.delete_consent(holder, verifier)
+
+
 def _sign_ends(c: Commit, holder: bytes) -> list[int]:
     """The notAfter of each of the holder's sign certificates (card and mobile)."""
     ends: list[int] = []
@@ -1860,29 +1936,46 @@ def _sign_ends(c: Commit, holder: bytes) -> list[int]:
     return ends
 
 
-def _consents_first_due(c: Commit, days: int, horizon: int) -> Iterator[tuple[bytes, int]]:
-    """(holder, earliest instant) of each holder whose earliest consent may fall due for erasure
-    before ``horizon`` (`crlbuilder.consentkept`); the erasure scan's. A consent falls due no
-    earlier than the longest sign period from when it was recorded, whatever the certificates
-    (`consentkept.erasable_at` only grows with them): a holder whose earliest consent is younger
-    than that at the horizon is passed over without reading its certificates, which is every
-    holder for the period's first ten years (the scan's cost, bench/bench_consent_scan.py)."""
-    for holder, consents in c.consents_kept():
-        earliest = min(at for _, at in consents)
+_LISTED_BEFORE_RULES9: Final = tuple(
+    x for x in retention_agenda.LISTED if x != retention_agenda.CONSENTS
+)
+"""What an erasure on the record stream lists before the stream's first message of release 1.9
+(no consents): its agenda's digest, another than the one after, so that the first erasure after
+that message scans again and lists the consents."""
+
+
+def _consents_first_due(
+    c: Commit, days: int, horizon: int, listed: bool = True
+) -> Iterator[tuple[bytes, int]]:
+    """(holder, earliest instant) of each holder whose earliest consent or withdrawal kept may
+    fall due for erasure before ``horizon`` (`crlbuilder.consentkept`); the erasure scan's (none
+    unless ``listed``: on the record stream before rules 9). One falls due no earlier than the
+    longest sign period from when it was recorded, whatever the certificates
+    (`consentkept.erasable_at` only grows with them): a holder whose earliest is younger than
+    that at the horizon is passed over without reading its certificates, which is every holder
+    for the period's first ten years (the scan's cost, bench/bench_consent_scan.py)."""
+    if not listed:
+        return
+    earliest_of = ((h, min(at for _, at in kept)) for h, kept in c.consents_kept())
+    withdrawn_of = ((h, min(at for _, at in kept)) for h, kept in c.withdrawals_kept())
+    both = heapq.merge(earliest_of, withdrawn_of, key=lambda e: e[0])  # both in holder order
+    for holder, group in itertools.groupby(both, key=lambda e: e[0]):
+        earliest = min(at for _, at in group)
         if consentkept.erasable_at(earliest, (), days) >= horizon:
             continue
         yield holder, consentkept.erasable_at(earliest, _sign_ends(c, holder), days)
 
 
-def _erase_consents(c: Commit, holder: bytes, now: int, days: int) -> tuple[int, int | None]:
-    """Erase the holder's consents whose instant has come by ``now`` (`crlbuilder.consentkept`),
-    checked against the store now; returns how many went and the earliest instant of those left
-    (None: none left)."""
+def _erase_consents(c: Commit, holder: bytes, now: int, days: int) -> tuple[int, int, int | None]:
+    """Erase the holder's consents and withdrawals kept whose instant has come by ``now``
+    (`crlbuilder.consentkept`), checked against the store now; returns how many of each went and
+    the earliest instant of those left (None: none left)."""
     consents = c.consents_of(holder)
-    if not consents:
-        return 0, None
+    withdrawals = c.withdrawals_of(holder)
+    if not consents and not withdrawals:
+        return 0, 0, None
     ends = _sign_ends(c, holder)
-    gone = 0
+    gone = gone_withdrawals = 0
     left: list[int] = []
     for verifier, recorded_at in consents:
         at = consentkept.erasable_at(recorded_at, ends, days)
@@ -1891,7 +1984,14 @@ def _erase_consents(c: Commit, holder: bytes, now: int, days: int) -> tuple[int,
             gone += 1
         else:
             left.append(at)
-    return gone, min(left, default=None)
+    for verifier, recorded_at in withdrawals:
+        at = consentkept.erasable_at(recorded_at, ends, days)
+        if at <= now:
+            c.delete_withdrawal(holder, verifier)  # builder state: no commit of its own
+            gone_withdrawals += 1
+        else:
+            left.append(at)
+    return gone, gone_withdrawals, min(left, default=None)
 
 
 def _erase_kept(

@@ -82,6 +82,7 @@ from crlbuilder.stream import (
     Delivered,
     rules7_from,
     rules8_from,
+    rules9_from,
     token_signatures,
 )
 from crlbuilder.stream import refusal as stream_refusal
@@ -1192,7 +1193,7 @@ class Builder:
             items = [d.item for d in batch if d.item is not None]
             applier.commit(
                 items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch),
-                rules7=rules7_from(batch), rules8=rules8_from(batch),
+                rules7=rules7_from(batch), rules8=rules8_from(batch), rules9=rules9_from(batch),
             )  # fmt: skip
         finally:
             applier.group = None

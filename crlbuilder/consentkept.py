@@ -1,4 +1,4 @@
-"""When a holder's consents (同意, Act §18(3)) are erased: past every sign certificate they could serve (sans-I/O).
+"""When a holder's consents (同意, Act §18(3)) and their withdrawals are erased: past every sign certificate they could serve (sans-I/O).
 
 A consent (``consents``: holder key ‖ verifier id → when recorded) lets the 機構 provide a
 署名検証者等 the holder's 特定署名用電子証明書記録情報: the serial and four facts of the holder's
@@ -32,14 +32,35 @@ agenda's scan falls due no earlier than the longest period from when it was reco
 watermark of the CRL entries' recordedAt (`store.format.META_REVOKED_FROM`) covers: lowered by
 its recordedAt, the agenda is stale when even the shortest period from it ends before the
 horizon (a consent read late).
+
+Withdrawals (rules 9, `crlbuilder.release`). Records may be read in another order than they were
+made, and the holder's last word decides: the latest recordedAt of the holder's grants and
+withdrawals for a verifier, a withdrawal winning a tie (`crlbuilder.apply.Applier._consent`). So
+a withdrawal is kept (``withdrawals``: holder key ‖ verifier → its recordedAt, nothing more than a
+consent holds), or a grant made before it and read after it would grant again what the holder
+withdrew; a grant newer than it replaces it. Its end is a consent's (`erasable_at` of its own
+recordedAt): it is kept as long as the consent it ended would have been, which is as long as a
+grant it outranks (recorded no later) could be kept. A grant read after that would fall due at
+once; so that it never grants in between, each erasure that erases a consent or a withdrawal
+raises a bound (`granted_before`, `crlbuilder.store.format.META_GRANTED_BEFORE`): a grant recorded
+before it is refused as read too late (`LATE_GRANT`), and every grant a withdrawal erased
+outranked is (its recordedAt is no later than the withdrawal's, which was before the bound). The
+bound is one instant for the whole store (a per-holder one, by the holder's certificates now,
+would let a certificate issued after the withdrawal's erasure admit the grant it outranked): it
+refuses grants recorded more than the longest period before the latest such erasure (ten years
+as shipped). Of a holder who held no sign certificate since, such a consent would have been
+erased by then; of one who did, it would still be kept, and is refused all the same (a decision:
+a grant read ten years late; the holder's consent is given again by a new record, recorded when
+given).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from crlbuilder.model import Category, Family
-from crlbuilder.periods import kept_until
+from crlbuilder.periods import first_kept_at, kept_until
 
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
@@ -53,8 +74,24 @@ def longest_sign_period(retention: Periods) -> int:
     return max(retention(f, c) for f in SIGN_FAMILIES for c in Category if c.applies_to(f))
 
 
+LATE_GRANT: Final = (
+    "read too late: the consent was recorded more than the longest sign retention period before "
+    "the store's latest erasure of consents, which may have erased a withdrawal that outranks it; "
+    "not applied (docs/records.md, 'consent')"
+)
+"""Why a grant is refused as read too late (no time, nothing of the holder or verifier)."""
+
+
+def granted_before(erased_at: int, longest_days: int) -> int:
+    """The bound an erasure of consents or withdrawals at ``erased_at`` leaves: the first
+    instant whose consent that erasure would not have erased even for a holder with no sign
+    certificate since (`erasable_at` with none is later than ``erased_at``); a grant recorded
+    before it is read too late."""
+    return first_kept_at(erased_at + 1, longest_days)
+
+
 def erasable_at(recorded_at: int, sign_ends: Iterable[int], longest_days: int) -> int:
     """The instant (epoch seconds) from which a consent recorded at ``recorded_at`` is erased,
     for a holder whose sign certificates end at ``sign_ends`` (their notAfter; none: a holder
-    with auth certificates only)."""
+    with auth certificates only); a withdrawal recorded then is erased at the same instant."""
     return kept_until(max([recorded_at, *sign_ends]), longest_days)

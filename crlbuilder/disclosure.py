@@ -25,6 +25,9 @@ What each database of the store (docs/store.md) holds of a holder, and what is r
 - ``holders``: the sealed four facts (基本4情報) of a sign certificate still kept (Act
   §18(3)), opened with the facts key when given;
 - ``consents``: the holder's consents (同意) to parties, for 特定署名用電子証明書記録情報;
+- ``withdrawals``: the withdrawals of those consents the builder keeps (rules 9: the party and
+  when recorded, so that a grant made before it and read after it grants nothing,
+  `crlbuilder.consentkept`);
 - ``pending``: the holder's last move-out notice (転出届, Act §31(2)) and its lapse;
 - ``taken`` and ``moveins``: the resident changes, lapses and move-in notices kept for the
   holder's records read later (instants and flags only);
@@ -82,6 +85,7 @@ __all__ = [
     "Kept",
     "MoveInNotice",
     "MoveOutNotice",
+    "Withdrawal",
     "disclose",
     "encode",
     "holder_of",
@@ -174,6 +178,14 @@ class Consent(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: str
 
 
+class Withdrawal(msgspec.Struct, frozen=True, kw_only=True):
+    """A withdrawal of the holder's consent to a party, kept so that a grant made before it and
+    read after it grants nothing (rules 9, `crlbuilder.consentkept`)."""
+
+    verifier: str
+    recorded_at: str
+
+
 class MoveOutNotice(msgspec.Struct, frozen=True, kw_only=True):
     """The holder's last move-out notice (転出届) kept (Act §31(2))."""
 
@@ -225,6 +237,7 @@ class Disclosure(msgspec.Struct, frozen=True, kw_only=True):
     """False: the store holds nothing about the holder (Act §58(1): その旨)."""
     certificates: list[Certificate]
     consents: list[Consent]
+    withdrawals: list[Withdrawal]
     move_out_notice: MoveOutNotice | None
     move_ins: list[MoveInNotice]
     changes_kept: list[Kept]
@@ -346,6 +359,9 @@ def disclose(
             "store's key?); nothing disclosed"
         )
     consents = [Consent(verifier=v, recorded_at=_iso(t)) for v, t in view.consents_of(holder)]
+    withdrawals = [
+        Withdrawal(verifier=v, recorded_at=_iso(t)) for v, t in view.withdrawals_of(holder)
+    ]
     pending = view.pending(holder)
     move_ins = [
         MoveInNotice(
@@ -363,9 +379,10 @@ def disclose(
         made_at=_iso(at),
         store_commit=commit,
         store_committed_at=_iso(committed) if committed else None,
-        exists=bool(certificates or consents or pending or move_ins or kept),
+        exists=bool(certificates or consents or withdrawals or pending or move_ins or kept),
         certificates=certificates,
         consents=consents,
+        withdrawals=withdrawals,
         move_out_notice=_move_out(pending) if pending is not None else None,
         move_ins=move_ins,
         changes_kept=kept,

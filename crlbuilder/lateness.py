@@ -30,8 +30,10 @@ The bound is the store's (`store.format.ErasedState`, written by each erasure th
 anything, in its transaction, with the periods it applied), never the node's clock: every node
 of a record stream erases at the same ticks and so refuses the same records, and its store
 stays byte-equal to the others'. A record of another kind is never refused by it: a revocation
-request, recording error, compromise, consent, or a resident change that is no notice reads
-only the status of certificates (kept after an erasure: they lost effect) or nothing erased.
+request, recording error, compromise, consent withdrawal, or a resident change that is no notice
+reads only the status of certificates (kept after an erasure: they lost effect) or nothing erased.
+A consent grant has its own bound, by the erasures of consents and withdrawals
+(`crlbuilder.consentkept.LATE_GRANT`, counted here too).
 Not covered: a deletion on a 国外転出届 recorded while a sign-card certificate of its window was
 valid, after the notice's lapse, read after the notice's erasure (the window read from the
 notice is gone; it takes that certificate, which has expired by then: docs/records.md).
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from crlbuilder.consentkept import LATE_GRANT
 from crlbuilder.model import ChangeKind, Issuance, Record, ResidentChange
 from crlbuilder.periods import first_kept_at
 from crlbuilder.store.format import ErasedState
@@ -59,7 +62,7 @@ LATE_NOTICE: Final = (
 )
 """Why a move-out or move-in notice record is refused as read too late."""
 
-REASONS: Final = frozenset({LATE_ISSUANCE, LATE_NOTICE})
+REASONS: Final = frozenset({LATE_ISSUANCE, LATE_NOTICE, LATE_GRANT})
 """Every reason of this module: a refusal with one of them is counted ``refused_late``."""
 
 

@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 8
+RULES: Final = 9
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -99,7 +99,22 @@ auth-mobile issuance needs a sign-card certificate of the holder in effect at it
 the sign-mobile one's card check is (Act §16-2(3)), where rules 7 applied it
 (`Applier._check_signer`). On the record stream from its first message of release 1.8
 (`RULES_8`, `crlbuilder.store.format.META_RULES8_FROM`, set in that message's batch as rules
-7's): a node replaying the stream judges what comes before it as rules 7 did."""
+7's): a node replaying the stream judges what comes before it as rules 7 did.
+9: a holder's consent (同意, Act §18(3)) to a verifier is decided by the latest recordedAt,
+grant or withdrawal, whatever order the records are read in (`Applier._consent`): a withdrawal
+is kept (``withdrawals``: its recordedAt per holder and verifier, a tombstone) until the instant a
+consent recorded then would be erased (`crlbuilder.consentkept`), and a grant recorded no later
+than the withdrawal kept grants nothing, where rules 8 granted the consent again (a withdrawal
+left no trace); a grant older than the consent kept leaves its time as it is, where rules 8 moved
+it back; a grant whose own erasure would have fallen due by the store's latest erasure of consents
+is refused as read too late (`crlbuilder.store.format.META_GRANTED_BEFORE`), the bound that keeps
+a grant older than an erased withdrawal from granting; and consents and withdrawals are erased
+past their rule at an erasure past retention. On the record stream all of it from its first
+message of release 1.9 (`RULES_9`, `crlbuilder.store.format.META_RULES9_FROM`, set in that
+message's batch as rules 8's), the erasure of consents included: a node replaying the stream
+judges what comes before it as rules 8 did and erases no consent at the ticks before it (1.8
+builds before the consents' erasure erased none, later ones erased them, and the stream cannot
+tell the two apart; the first erasure after the message erases the backlog on every node)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,12 @@ RULES_8: Final = Release(1, 8)
 """The first release of rules 8: from a record stream's first message written by it or a later
 one, the records are judged by them (`crlbuilder.stream.first_of`,
 `crlbuilder.apply._Batch.rules8`)."""
+
+
+RULES_9: Final = Release(1, 9)
+"""The first release of rules 9: from a record stream's first message written by it or a later
+one, consents are decided by the latest recordedAt and erased past their rule
+(`crlbuilder.stream.first_of`, `crlbuilder.apply._Batch.rules9`)."""
 
 
 class FirstOf(NamedTuple):

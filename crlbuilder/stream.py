@@ -32,7 +32,8 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   docs/operations.md); the stream's first message of release 1.6 or later sets a flag in every
   node's store, from which an unsigned token revocation is refused (`token_signatures`), and
   its first message of release 1.7 or later another, from which records are judged by rules 7
-  (`rules7_from`), and of release 1.8 or later a third, for rules 8 (`rules8_from`);
+  (`rules7_from`), and of release 1.8 or later a third, for rules 8 (`rules8_from`), and of
+  release 1.9 or later a fourth, for rules 9 (`rules9_from`: consents, and their erasure);
 - ``Jpki-Release-Mac``: an HMAC of the message id and ``Jpki-Release`` under a key derived
   from the facts key (`StreamCipher.release_mac`). A node believes a release newer than its
   own (or one it cannot read) only with it (`vouched_release`): the header is not sealed, and
@@ -382,6 +383,13 @@ def rules8_from(batch: list[Delivered]) -> release.FirstOf:
     """Where ``batch``'s first message of release 1.8 or later (`release.RULES_8`: `first_of`)
     stands: the records from it on are judged by rules 8."""
     return first_of(batch, release.RULES_8)
+
+
+def rules9_from(batch: list[Delivered]) -> release.FirstOf:
+    """Where ``batch``'s first message of release 1.9 or later (`release.RULES_9`: `first_of`)
+    stands: the records from it on are judged by rules 9, and the erasures after its batch erase
+    consents (`crlbuilder.consentkept`)."""
+    return first_of(batch, release.RULES_9)
 
 
 @dataclass

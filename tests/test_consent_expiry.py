@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from crlbuilder import consentkept
+from crlbuilder import consentkept, disclosure
 from crlbuilder.apply import Applier, from_epoch
 from crlbuilder.model import Category, Family
 from crlbuilder.periods import kept_until
@@ -24,6 +24,7 @@ from crlbuilder.retention import FACTS, KEPT, NOTICES, periods_digest, scanned
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
 from crlbuilder.store.writer import Commit
+from responder.v1 import recordinfo
 from tests.test_apply import H1, H2, World, issuance, ts, two_holders, world
 
 __all__ = ["world"]
@@ -108,11 +109,11 @@ def test_a_consent_read_late_is_erased_at_the_next_erasure(world: World) -> None
     """A consent recorded on day 5 read on day 700, long after the holder's sign certificates
     ended (day 300) and the period after them: the agenda made on day 690 does not list it; the
     consent's recordedAt lowers the agenda's watermark, so the next erasure scans and erases it
-    (rather than keeping it until the horizon, 30 days later)."""
-    _population(world)
-    world.apply([{"type": "consent", "id": "c-x", "recorded_at": ts(6), "holder": H1,
-                  "verifier": "bank", "granted": False}])  # fmt: skip
-    assert erase(world, T0 + 690 * DAY).summary.consents_erased == 0  # nothing left of H1
+    (rather than keeping it until the horizon, 30 days later). No consent was erased before it,
+    so no bound refuses it as read too late (the tests below)."""
+    two_holders(world)
+    world.apply([consent(H2, 5, "c-2")])
+    assert erase(world, T0 + 690 * DAY).summary.consents_erased == 0  # nothing of H1
     world.apply([consent(H1, 5, "c-late")])
     assert consents(world) == {H1: ["bank"], H2: ["bank"]}
     assert erase(world, T0 + 691 * DAY).summary.consents_erased == 1
@@ -148,15 +149,31 @@ def test_erasable_at() -> None:
     assert consentkept.erasable_at(T0, [], 10) == kept_until(T0, 10)  # auth certificates only
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (report-aukeep.md): no lateness bound stops an issuance made before a consent's "
-    "erasure and read after it; the consent is gone though the holder held a sign certificate "
-    "at the erasure (docs/records.md says a certificate issued before keeps it)",
-)
-def test_a_sign_certificate_issued_before_the_erasure_and_read_after_it_keeps_the_consent(
+# --- rules 9: the holder's latest word decides, a withdrawal kept until its own end -----------
+
+
+def withdrawal(holder: str, day: float, rid: str) -> dict[str, object]:
+    return {**consent(holder, day, rid), "granted": False}
+
+
+def kept(w: World, holder: str = H1) -> tuple[int | None, int | None]:
+    """(the consent's recordedAt, the withdrawal's kept) of ``holder`` for "bank"."""
+    with w.store.read() as r:
+        return r.consent(bytes.fromhex(holder), "bank"), r.withdrawal(bytes.fromhex(holder), "bank")
+
+
+def at(day: float) -> int:
+    return T0 + int(day * DAY)
+
+
+def test_a_sign_certificate_issued_before_the_erasure_and_read_after_it_does_not_bring_it_back(
     world: World,
 ) -> None:
+    """A decision (docs/records.md, "consent"): the erasure judges the holder's certificates by
+    the records read by then; an issuance made days before it and read after it is applied (not
+    refused: that would lose a certificate) and the consent stays erased: record-info says
+    ``not-provided`` until the holder consents again (a new grant, recorded after the erasure's
+    bound, is applied). It provides less, never more, than the holder consented to."""
     _population(world)
     due = kept_until(T0 + 300 * DAY, LONGEST)
     day = (due - T0) // DAY
@@ -164,35 +181,153 @@ def test_a_sign_certificate_issued_before_the_erasure_and_read_after_it_keeps_th
     world.apply([issuance(111, "sign-card-g1", H1, day - 5, not_after=ts(day + 1500))])
     with world.store.read() as r:
         assert len(r.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD)) == 2  # applied, not late
+    assert consents(world) == {H2: ["bank"]}
+    world.apply([consent(H1, day + 1, "c-anew")])
     assert consents(world) == {H1: ["bank"], H2: ["bank"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (report-aukeep.md): a grant read late overwrites a later grant's recordedAt, "
-    "so the consent falls due (and is disclosed) by the older time; fixing it changes stored "
-    "bytes on a stream replay, a RULES-gated change",
-)
 def test_an_older_grant_read_late_does_not_move_the_consents_time_back(world: World) -> None:
+    """Rules 9: the later recordedAt stays (rules 8 wrote day 3 over day 1400: the consent then
+    fell due, and was disclosed, by the older time)."""
     _population(world)
     world.apply([consent(H2, 1400, "c-again")])
-    world.apply([consent(H2, 3, "c-older")])  # recorded before both, read last
-    with world.store.read() as r:
-        assert r.consent(bytes.fromhex(H2), "bank") == T0 + 1400 * DAY
+    ap = world.apply([consent(H2, 3, "c-older")])  # recorded before both, read last
+    assert (ap.summary.applied, ap.summary.no_effect) == (1, 1)
+    assert kept(world, H2) == (at(1400), None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (report-aukeep.md), older than the consents' erasure: a withdrawal leaves no "
-    "trace, so a grant recorded before it and read after it grants the consent again (a "
-    "provision the holder withdrew, Act §18(3)); a fix is a rules change gated on the stream",
-)
 def test_a_grant_recorded_before_a_withdrawal_and_read_after_it_grants_nothing(
     world: World,
 ) -> None:
+    """Rules 9: the withdrawal is kept (its recordedAt, a tombstone), and a grant recorded before
+    it grants nothing, whenever it is read (rules 8 granted the consent again: a provision the
+    holder withdrew, Act §18(3)). A tie is the withdrawal's."""
     _population(world)
-    world.apply([{"type": "consent", "id": "w-1", "recorded_at": ts(10), "holder": H1,
-                  "verifier": "bank", "granted": False}])  # fmt: skip
+    world.apply([withdrawal(H1, 10, "w-1")])
     assert consents(world) == {H2: ["bank"]}
-    world.apply([consent(H1, 8, "g-older")])  # granted on day 8, withdrawn on day 10, read last
+    assert kept(world) == (None, at(10))
+    ap = world.apply([consent(H1, 8, "g-older"), consent(H1, 10, "g-same-instant")])
+    assert (ap.summary.applied, ap.summary.no_effect, ap.summary.quarantined) == (2, 2, 0)
     assert consents(world) == {H2: ["bank"]}
+    assert kept(world) == (None, at(10))
+
+
+def test_a_grant_newer_than_the_withdrawal_grants_again_and_the_withdrawal_goes(
+    world: World,
+) -> None:
+    """The holder consents again after withdrawing: the grant is the later word, and the
+    withdrawal is no longer kept (nothing it outranks is older than the consent now kept). A
+    withdrawal older than the consent kept, read after it, withdraws nothing; the withdrawal read
+    first and the grant after it end the same."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    world.apply([consent(H1, 12, "g-newer")])
+    assert kept(world) == (at(12), None)
+    ap = world.apply([withdrawal(H1, 11, "w-older"), consent(H1, 9, "g-oldest")])
+    assert (ap.summary.applied, ap.summary.no_effect) == (2, 2)
+    assert kept(world) == (at(12), None)
+    world.apply([withdrawal(H1, 12, "w-tie")])  # the same instant as the grant: withdrawn
+    assert kept(world) == (None, at(12))
+
+
+def test_a_withdrawal_with_no_consent_kept_is_kept_too(world: World) -> None:
+    """Read before the grant it outranks (records in another order than made)."""
+    two_holders(world)
+    ap = world.apply([withdrawal(H1, 10, "w-first")])
+    assert (ap.summary.applied, ap.summary.no_effect) == (1, 1)  # no answer changed
+    world.apply([consent(H1, 4, "g-after")])
+    assert kept(world) == (None, at(10))
+
+
+def test_the_withdrawal_ends_when_the_consent_it_ended_would_have_and_an_older_grant_stays_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tombstone's end: erased at the instant a consent recorded with it would be
+    (`consentkept.erasable_at` of its recordedAt and the holder's sign certificates), from the
+    agenda, not a second before; that erasure raises the grants' bound, so a grant recorded before
+    the withdrawal, read after its erasure, is refused as read too late (quarantined, counted
+    ``refused_late``) instead of granting again until the next erasure; a grant recorded after the
+    bound is applied."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    due = kept_until(T0 + 300 * DAY, LONGEST)  # H1's sign certificates end on day 300
+    assert erase(world, due - 10 * DAY).summary.withdrawals_erased == 0  # a scan: listed
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "consents_kept", _no_scan)
+        m.setattr(LmdbReader, "withdrawals_kept", _no_scan)
+        assert erase(world, due - 1).summary.withdrawals_erased == 0
+        assert kept(world) == (None, at(10))
+        ap = erase(world, due)
+    assert (ap.summary.withdrawals_erased, ap.summary.consents_erased) == (1, 0)
+    assert kept(world) == (None, None)
+    with world.store.read() as r:
+        assert r.withdrawals_of(bytes.fromhex(H1)) == []
+    late = world.apply([consent(H1, 8, "g-older")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)
+    assert [q["reason"] for q in world.quarantined()] == [consentkept.LATE_GRANT]
+    assert consents(world) == {H2: ["bank"]}
+    bound = consentkept.granted_before(due, LONGEST)
+    assert kept_until(bound - 1, LONGEST) <= due < kept_until(bound, LONGEST)
+    day = (due - T0) // DAY
+    world.apply([consent(H1, day, "g-now")])
+    assert kept(world) == (at(day), None)
+
+
+def test_a_withdrawal_older_than_the_bound_is_not_kept(world: World) -> None:
+    """Every grant it could outrank is refused as read too late already: it withdraws the
+    consent it ends and keeps nothing."""
+    _population(world)
+    world.apply([withdrawal(H2, 20, "w-h2")])
+    due = kept_until(T0 + 1400 * DAY, LONGEST)
+    assert erase(world, due).summary.withdrawals_erased == 1
+    world.apply([consent(H1, 1, "g-h1-old-too")])  # older than the bound: refused
+    ap = world.apply([withdrawal(H1, 6, "w-h1")])  # older than the bound too
+    assert ap.summary.applied == 1
+    assert kept(world) == (None, None)
+
+
+def test_record_info_answers_not_provided_after_a_withdrawal_whatever_order_the_grants_come(
+    world: World,
+) -> None:
+    """The provision (`responder.v1.recordinfo.decide`, what ``/v1/record-info`` answers) over
+    the store: granted on day 5, withdrawn on day 10, a grant of day 8 read last: ``not-provided``
+    (rules 8 answered with the holder's certificate); granted again on day 12: provided."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    world.apply([consent(H1, 8, "g-older")])
+    asked = world.status("sign-card-g1", 101)
+    now = at(20)
+    with world.store.read() as r:
+        assert recordinfo.decide(r, asked, "bank", now) is recordinfo.Result.NOT_PROVIDED
+    world.apply([consent(H1, 12, "g-newer")])
+    with world.store.read() as r:
+        answer = recordinfo.decide(r, asked, "bank", now)
+    assert isinstance(answer, recordinfo.Current)
+    assert answer.status.holder == bytes.fromhex(H1)
+
+
+def test_the_holders_disclosure_shows_the_withdrawal_kept(world: World) -> None:
+    """Act §58: the withdrawal kept is something the store holds about the holder."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    with world.store.read() as r:
+        doc = disclosure.disclose(r, bytes.fromhex(H1), at=at(20))
+    assert doc.consents == []
+    assert doc.withdrawals == [
+        disclosure.Withdrawal(verifier="bank", recorded_at=ts(10).replace("+00:00", "Z"))
+    ]
+
+
+def test_the_grants_bound_is_the_stores_not_the_holders(world: World) -> None:
+    """A decision (docs/records.md, "consent"): the bound one erasure raised refuses a grant of
+    another holder recorded as long before, though that holder's sign certificates (to day 1400)
+    would still keep it; a grant of that holder recorded after the bound is applied."""
+    _population(world)
+    world.apply([withdrawal(H1, 10, "w-1"), withdrawal(H2, 6, "w-2")])
+    due = kept_until(T0 + 300 * DAY, LONGEST)
+    assert erase(world, due).summary.withdrawals_erased == 1  # H1's: H2's is kept
+    bound_day = (consentkept.granted_before(due, LONGEST) - T0) // DAY
+    late = world.apply([consent(H2, bound_day - 1, "g-h2-before")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)
+    world.apply([consent(H2, bound_day + 1, "g-h2-after")])
+    assert kept(world, H2) == (at(bound_day + 1), None)

@@ -188,6 +188,18 @@ def test_a_consent_alone_is_something_the_store_holds() -> None:
     assert disclosure.disclose(view, OTHER, at=NOW).exists
 
 
+def _z(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_a_withdrawal_kept_alone_is_something_the_store_holds() -> None:
+    view = MemoryReader(withdrawals={(OTHER, "v"): T0})
+    doc = disclosure.disclose(view, OTHER, at=NOW)
+    assert doc.exists and doc.withdrawals == [
+        disclosure.Withdrawal(verifier="v", recorded_at=_z(T0))
+    ]
+
+
 @pytest.mark.parametrize("text", ["", "3f1c", "zz" * 32, "3f1c" * 16 + "00", " " * 64, "é" * 64])
 def test_an_ill_formed_holder_is_refused_without_echoing_it(text: str) -> None:
     with pytest.raises(ValueError) as e:
@@ -206,7 +218,7 @@ def test_a_holder_key_in_either_case() -> None:
 def _store(path: Path) -> None:
     """A real store: a good sign-card certificate with its facts sealed, one revoked (its
     facts deleted by the revocation), an expired auth-card certificate, a consent, and
-    another holder's certificate."""
+    withdrawal kept, and another holder's certificate."""
     store = Store.open(path, readonly=False)
     cipher = FactsCipher(KEY)
     try:
@@ -223,6 +235,7 @@ def _store(path: Path) -> None:
                 facts = cipher.seal(key, FACTS) if st.family == Family.SIGN_CARD.code else None
                 c.add_certificate(key, st, st.family_enum, facts)
             c.put_consent(HOLDER, "sig-verifier", T0 + 5)
+            c.put_withdrawal(HOLDER, "gone-verifier", T0 + 7)  # rules 9: a withdrawal kept
         with Commit(store, lambda: at) as c:
             st = c.status(REVOKED_SIGN)
             assert st is not None
@@ -274,11 +287,13 @@ def test_disclose_writes_the_holders_document_and_records_it_in_the_operation_lo
     [good] = [c for c in doc["certificates"] if c["serial"] == "10"]
     assert good["facts"]["name"] == FACTS.name
     assert [c["verifier"] for c in doc["consents"]] == ["sig-verifier"]
+    assert doc["withdrawals"] == [{"verifier": "gone-verifier", "recorded_at": _z(T0 + 7)}]
     assert FACTS.name not in err and HOLDER.hex() not in err
     last = oplog.read_oplog(setup["log"])[-1]
     assert (last.event, last.operators) == ("holder-disclosed", ["alice"])
     logged = setup["log"].read_text(encoding="utf-8")
     assert HOLDER.hex() not in logged and FACTS.name not in logged and "sig-verifier" not in logged
+    assert "gone-verifier" not in logged
 
 
 @pytest.mark.integration

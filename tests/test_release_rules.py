@@ -7,7 +7,7 @@ its own rules, and their stores drift apart with nothing said. This test keeps, 
 certificate's end: revoked or not, category, instant; the records refused; through the real
 `Applier` and its lapse sweep, in the made order and reversed, in one and in two stages), of
 the move-out notices left after erasures past retention at fixed instants (`crlbuilder.lapsed`),
-of the kept changes, lapses and move-ins left after later ones (`crlbuilder.keptfor`) and of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
+of the kept changes, lapses and move-ins left after later ones (`crlbuilder.keptfor`), of two holders' consents read out of order and erased (`crlbuilder.consentkept`) and of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
 either with `RULES` as it was fails here. If the change is meant, bump `RULES` (say in its
 docstring what changed) and add the digest this test prints for it; a refactoring that moves
 no outcome keeps the digest. A change of the harness (`tests.orderperm`) moves it too: then
@@ -59,6 +59,11 @@ DIGESTS: dict[int, str] = {
     # certificate in effect: the fixed records gain both (and a sign-card certificate for the
     # holder of the request in a last second, whose auth-mobile certificate 8 would refuse)
     8: "a60a7318cdbcbe60d7f619fc650c13785caa67a69e51a2b374908690acbd9844",
+    # 9 decides a holder's consent by the latest recordedAt, grant or withdrawal, keeps a
+    # withdrawal until its own end and refuses a grant older than the consents' erasure's bound:
+    # the fixed records gain two holders' consents read out of order and erasures around their
+    # ends (the harness's rules 8 records make the rules 8 digest, as before)
+    9: "605f73cee46d2c33777ba3da3b319271a0a7fd26a13d413535bac84211cce2a9",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -269,6 +274,41 @@ def rules_digest(world: World) -> str:
     )  # fmt: skip
     refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined())
     h.update(msgspec.json.encode([after.summary.applied, after.summary.late, refused]))
+    # consents (from RULES 9): the latest recordedAt of a holder's grants and withdrawals decides,
+    # whatever the order they are read in (a tie is the withdrawal's); a withdrawal is kept until
+    # a consent recorded with it would be erased, and that erasure refuses an older grant as read
+    # too late (`crlbuilder.consentkept`)
+    holder, other = "c1" * 32, "c2" * 32
+
+    def said(who: str, name: str, made: float, granted: bool) -> dict[str, object]:
+        return {"type": "consent", "id": f"rules-k{name}", "recorded_at": ts(made),
+                "holder": who, "verifier": "bank", "granted": granted}  # fmt: skip
+
+    def consents_now() -> list[object]:
+        with world.store.read() as r:
+            return [(r.consents_of(bytes.fromhex(x)), r.withdrawals_of(bytes.fromhex(x)))
+                    for x in (holder, other)]  # fmt: skip
+
+    said_first = world.apply([
+        {**issuance(9601, "sign-card-g1", holder, 2400, not_after=ts(2500)), "id": "rules-k0"},
+        {**issuance(9602, "sign-card-g1", other, 2400, not_after=ts(2600)), "id": "rules-k00"},
+        said(holder, "1", 2401, True), said(holder, "2", 2410, False),
+        said(holder, "3", 2405, True), said(holder, "4", 2410, True),
+        said(other, "5", 2420, True), said(other, "6", 2402, True), said(other, "7", 2415, False),
+    ])  # fmt: skip
+    h.update(msgspec.json.encode([said_first.summary.applied, said_first.summary.no_effect,
+                                  consents_now()]))  # fmt: skip
+    for d in (2530, 2531, 2532, 2632, 2633):
+        now = int(day(d).timestamp())
+        ap.clock = lambda now=now: datetime.fromtimestamp(now, UTC)  # type: ignore[misc]
+        ap.erase_past_retention(now, lambda f, c: 30, keep_time=False)
+        h.update(msgspec.json.encode([d, consents_now()]))
+    said_late = world.apply([said(holder, "8", 2405, True), said(holder, "9", 2620, True)])
+    refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined()
+                     if str(q["id"]).startswith("rules-k"))  # fmt: skip
+    h.update(msgspec.json.encode([said_late.summary.applied, said_late.summary.late, refused,
+                                  consents_now(), ap.summary.consents_erased,
+                                  ap.summary.withdrawals_erased]))  # fmt: skip
     start = int(day(0).timestamp())
     for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
         for days in (1, 30, 31, 365, 3_653):

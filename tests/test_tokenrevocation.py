@@ -28,6 +28,7 @@ from crlbuilder.stream import MAX_BATCH, Batcher, Delivered
 from crlbuilder.tokenrequest import token_holder
 from crlbuilder.tokenrevocation import TYP, claim, refusal, sign
 from crlbuilder.tokens import TokenReport, issued_record_id, revoked_record_id
+from crlbuilder.verifiers import Verifiers
 from tests.support.softhsm import make_token
 from tests.support.store import dump_store, node_state
 from tests.test_token_stream import Forger, signed_token
@@ -235,22 +236,25 @@ def _revoked(w: World, serial: int, at: datetime, pid: str, signer: Signer | Non
     )  # fmt: skip
 
 
-def _stream_node(w: World) -> Applier:
-    """The applier of a node of the record stream (its token records applied)."""
+def _stream_node(w: World, verifiers: Verifiers | None = None) -> Applier:
+    """The applier of a node of the record stream (its token records applied; consents checked
+    against ``verifiers``, None: refused)."""
     b = w.builder
     return Applier(
         b.store, facts_key=b.key, quarantine=b.quarantine, notices_path=w.tmp / "notices.jsonl",
-        clock=lambda: T0, published=True, token_records=True,
+        clock=lambda: T0, published=True, token_records=True, verifiers=verifiers,
     )  # fmt: skip
 
 
-def _feed(w: World, stream: list[Delivered], *, restart: bool) -> int:
+def _feed(
+    w: World, stream: list[Delivered], *, restart: bool, verifiers: Verifiers | None = None
+) -> int:
     """Apply ``stream`` to ``w``'s store as a node of the record stream does: batches cut by
     the publishers' end marks (`Batcher`), each applied by `Builder._stream_batch`; with
     ``restart``, by a new applier each (the node restarted between batches), and from the
     sequence the store says it stands at. Returns the records its appliers refused as read
     too late (their summaries' ``refused_late``)."""
-    applier = _stream_node(w)
+    applier = _stream_node(w, verifiers)
     used = [applier]
     with w.builder.store.read() as r:
         batcher = Batcher(after=r.stream_seq(), batch_size=MAX_BATCH)
@@ -258,7 +262,7 @@ def _feed(w: World, stream: list[Delivered], *, restart: bool) -> int:
         batch = batcher.add(d)
         if batch is not None:
             if restart:
-                used.append(applier := _stream_node(w))
+                used.append(applier := _stream_node(w, verifiers))
             w.builder._stream_batch(applier, batch)
     return sum(a.summary.late for a in used)  # the summary's refused_late
 

@@ -14,6 +14,7 @@ responses     issuer u16 | serial 20 B       version | this/nextUpdate | signer 
 links         holder 32 B | family u8        dupsort: status keys (22 B) of the holder
 holders       issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
 consents      holder 32 B | verifier utf-8   recorded_at i64
+withdrawals   holder 32 B | verifier utf-8   recorded_at i64: a withdrawal kept (rules 9)
 pending       holder 32 B                    `PendingMoveOut` JSON (30-day rule)
 applied       record id utf-8                commit sequence u32 | content digest 16 B
                                              (`pack_applied`; 4 B alone: written before
@@ -35,7 +36,7 @@ taken         holder 32 B                    `Taken` JSON list: resident changes
                                              card certificates at once, and lapses written
 ============= ============================== =========================================
 
-``outbox``, ``quarantine``, ``retention``, ``lapses``, ``moveins`` and ``taken`` are the builder's own
+``outbox``, ``quarantine``, ``retention``, ``lapses``, ``moveins``, ``taken`` and ``withdrawals`` are the builder's own
 (added without a format version change: an older store gains them at the builder's next
 start, and a read-only open does without them).
 
@@ -67,6 +68,14 @@ DB_LINKS: Final = b"links"
 DB_HOLDERS: Final = b"holders"
 DB_CONSENTS: Final = b"consents"
 DB_PENDING: Final = b"pending"
+DB_WITHDRAWALS: Final = b"withdrawals"
+"""The withdrawals of consent (同意の撤回: the Act names none; a consent withdrawn is no 同意 of
+Act §18(3)) kept, keyed as `DB_CONSENTS` (`consent_key`),
+the withdrawal's recordedAt (i64) as value: a grant recorded no later than it, read after it,
+grants nothing (`crlbuilder.apply.Applier._consent`, rules 9). Kept until a consent recorded at
+the same instant would be erased (`crlbuilder.consentkept`), then erased by the erasure past
+retention, which writes `META_GRANTED_BEFORE` past it. Read by no answer: the builder's own.
+Absent from a store a builder of an earlier version wrote (no withdrawal was kept)."""
 DB_APPLIED: Final = b"applied"
 """Every record id applied, with the commit that applied it and a digest of what the record said
 (`pack_applied`, `crlbuilder.recorddigest`): a record read again under an applied id is skipped
@@ -147,9 +156,19 @@ ALL_DBS: Final = (
     DB_MOVE_INS,
     DB_TAKEN,
     DB_ERASED,
+    DB_WITHDRAWALS,
 )
 BUILDER_DBS: Final = frozenset(
-    {DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS, DB_TAKEN, DB_ERASED}
+    {
+        DB_OUTBOX,
+        DB_QUARANTINE,
+        DB_RETENTION,
+        DB_LAPSES,
+        DB_MOVE_INS,
+        DB_TAKEN,
+        DB_ERASED,
+        DB_WITHDRAWALS,
+    }
 )
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
@@ -249,6 +268,19 @@ message written by release 1.8 or later on, the records are judged by rules 8 (a
 dated before the mobile certificate's notBefore, an auth-mobile issuance needing a sign-card
 certificate in effect: `crlbuilder.apply._Batch.rules8`; the lapse sweeps too); before it as
 rules 7 judged them. Set, kept and absent as `META_RULES7_FROM`."""
+META_RULES9_FROM: Final = b"rules9-from"
+"""u64: the same for release 1.9 (`crlbuilder.release.RULES_9`): from the record stream's first
+message written by release 1.9 or later on, consents are decided by rules 9 (the latest
+recordedAt, grant or withdrawal, wins: `crlbuilder.apply._Batch.rules9`), and the erasures past
+retention erase consents and withdrawals past their rule (`crlbuilder.consentkept`); before it
+as rules 8 decided them, and no consent erased. Set, kept and absent as `META_RULES7_FROM`."""
+META_GRANTED_BEFORE: Final = b"granted-before"
+"""i64: a consent grant recorded before this instant is read too late and refused
+(`crlbuilder.consentkept.LATE_GRANT`): the first instant whose consent the store's latest erasure
+of consents or withdrawals (rules 9) would not yet have erased even for a holder with no sign
+certificate since (one instant for the whole store). Written by each such erasure,
+never lowered; so a grant older than a withdrawal that erasure took cannot grant again. Absent:
+no consent or withdrawal erased yet (by rules 9)."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

@@ -43,6 +43,7 @@ class MemoryReader(ReaderRules):
     """(holder, family) → status keys, in the order LMDB would keep them (sorted)."""
     facts: dict[bytes, bytes] = field(default_factory=dict)
     consents: dict[tuple[bytes, str], int] = field(default_factory=dict)
+    withdrawals: dict[tuple[bytes, str], int] = field(default_factory=dict)
     pendings: dict[bytes, sf.PendingMoveOut] = field(default_factory=dict)
     kept_taken: dict[bytes, list[sf.Taken]] = field(default_factory=dict)
     """holder → its kept resident changes and lapses (`store.format.DB_TAKEN`)."""
@@ -159,6 +160,7 @@ class MemoryReader(ReaderRules):
             sf.DB_LINKS: sum(len(v) for v in self.links.values()),
             sf.DB_HOLDERS: len(self.facts),
             sf.DB_CONSENTS: len(self.consents),
+            sf.DB_WITHDRAWALS: len(self.withdrawals),
             sf.DB_PENDING: len(self.pendings),
             sf.DB_TAKEN: len(self.kept_taken),
             sf.DB_MOVE_INS: len(self.kept_move_ins),
@@ -194,6 +196,12 @@ class MemoryReader(ReaderRules):
 
     def taken(self, holder: bytes) -> list[sf.Taken]:
         return list(self.kept_taken.get(holder, ()))
+
+    def withdrawals_of(self, holder: bytes) -> list[tuple[str, int]]:
+        return sorted(
+            ((v, at) for (h, v), at in self.withdrawals.items() if h == holder),
+            key=lambda c: c[0].encode(),
+        )
 
     def move_ins(self, holder: bytes) -> list[sf.MoveIn]:
         return list(self.kept_move_ins.get(holder, ()))

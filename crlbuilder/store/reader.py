@@ -222,6 +222,11 @@ class StoreReader(Protocol):
         (a disclosure of the holder's records, Act §58: `crlbuilder.disclosure`)."""
         ...
 
+    def withdrawals_of(self, holder: bytes) -> list[tuple[str, int]]:
+        """(verifier id, when recorded) of every withdrawal of the holder's consent the builder
+        keeps (`store.format.DB_WITHDRAWALS`, rules 9), in verifier order (a disclosure)."""
+        ...
+
     def taken(self, holder: bytes) -> list[sf.Taken]:
         """The holder's resident changes and lapses the builder keeps (`store.format.DB_TAKEN`),
         earliest first."""
@@ -610,6 +615,11 @@ class LmdbReader(ReaderRules):
         (`META_REVOKED_FROM`), None when none was."""
         return self._meta_int(sf.META_REVOKED_FROM, 8, signed=True)
 
+    def granted_before(self) -> int:
+        """A consent grant recorded before this instant is read too late
+        (`store.format.META_GRANTED_BEFORE`, rules 9); 0: no erasure of consents yet."""
+        return self._meta_int(sf.META_GRANTED_BEFORE, 8, signed=True) or 0
+
     def kept_written_from(self) -> int | None:
         """The earliest instant an entry kept in ``taken`` or ``moveins`` since the agenda's scan
         can fall due (`META_KEPT_FROM`), None when none was kept."""
@@ -649,11 +659,24 @@ class LmdbReader(ReaderRules):
     def consents_kept(self) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
         """(holder, its consents as `consents_of` gives them) of every holder that gave one, in
         holder order: the erasure scan's (`crlbuilder.consentkept`)."""
+        return self._per_holder(sf.DB_CONSENTS)
+
+    def withdrawals_kept(self) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
+        """(holder, its withdrawals as `withdrawals_of` gives them) of every holder with one
+        kept, in holder order: the erasure scan's (`crlbuilder.consentkept`)."""
+        return self._per_holder(sf.DB_WITHDRAWALS)
+
+    def _per_holder(self, name: bytes) -> Iterator[tuple[bytes, list[tuple[str, int]]]]:
+        """(holder, [(verifier, recorded_at)]) of a database keyed `store.format.consent_key`,
+        in holder order (none when absent: a read-only open of a store made before it)."""
+        db = self._dbs.get(name)
+        if db is None:
+            return
         holder = b""
         out: list[tuple[str, int]] = []
-        for key, raw in self._txn.cursor(db=self._dbs[sf.DB_CONSENTS]):
+        for key, raw in self._txn.cursor(db=db):
             if len(raw) != 8:
-                raise sf.corrupt("consents", len(raw), "8 bytes")
+                raise sf.corrupt(name.decode(), len(raw), "8 bytes")
             who = bytes(key[: sf.HOLDER_BYTES])
             if who != holder and out:
                 yield holder, out
@@ -732,15 +755,38 @@ class LmdbReader(ReaderRules):
     def consents_of(self, holder: bytes) -> list[tuple[str, int]]:
         """(verifier id, when recorded) of every consent the holder gave (Act §18(3)), in
         verifier order: the keys under the holder's prefix (`store.format.consent_key`)."""
-        cur = self._txn.cursor(db=self._dbs[sf.DB_CONSENTS])
+        return self._of_holder(sf.DB_CONSENTS, holder)
+
+    def withdrawal(self, holder: bytes, verifier: str) -> int | None:
+        """When the withdrawal kept of the holder's consent to ``verifier`` was recorded
+        (`store.format.DB_WITHDRAWALS`, rules 9), or None."""
+        db = self._dbs.get(sf.DB_WITHDRAWALS)
+        raw = None if db is None else self._txn.get(sf.consent_key(holder, verifier), db=db)
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise sf.corrupt("withdrawals", len(raw), "8 bytes")
+        return sf.unpack_i64(raw)
+
+    def withdrawals_of(self, holder: bytes) -> list[tuple[str, int]]:
+        """(verifier id, when recorded) of every withdrawal of the holder's consent kept
+        (`store.format.DB_WITHDRAWALS`), in verifier order; empty when none (or a read-only open
+        of a store made before it)."""
+        return self._of_holder(sf.DB_WITHDRAWALS, holder)
+
+    def _of_holder(self, name: bytes, holder: bytes) -> list[tuple[str, int]]:
+        db = self._dbs.get(name)
         out: list[tuple[str, int]] = []
+        if db is None:
+            return out
+        cur = self._txn.cursor(db=db)
         if not cur.set_range(holder):
             return out
         for key, raw in cur:
             if bytes(key[: len(holder)]) != holder:
                 break
             if len(raw) != 8:
-                raise sf.corrupt("consents", len(raw), "8 bytes")
+                raise sf.corrupt(name.decode(), len(raw), "8 bytes")
             out.append((bytes(key[len(holder) :]).decode("utf-8", "replace"), sf.unpack_i64(raw)))
         return out
 

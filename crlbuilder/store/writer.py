@@ -595,7 +595,26 @@ class Commit(LmdbReader):
         self._wrote_revoked(recorded_at)
 
     def delete_consent(self, holder: bytes, verifier: str) -> bool:
+        """The holder's consent to ``verifier`` gone (withdrawn, or erased): what record-info
+        reads, so the commit moves; False when there was none."""
         return self._delete(sf.DB_CONSENTS, sf.consent_key(holder, verifier))
+
+    def put_withdrawal(self, holder: bytes, verifier: str, recorded_at: int) -> None:
+        """A withdrawal of the holder's consent kept (`DB_WITHDRAWALS`): the builder's own state,
+        read by no answer, so it moves no commit; its ``recorded_at`` lowers `META_REVOKED_FROM`
+        as a consent's does (it falls due as a consent recorded then, `crlbuilder.consentkept`)."""
+        key = sf.consent_key(holder, verifier)
+        self._put(sf.DB_WITHDRAWALS, key, sf.pack_i64(recorded_at), change=False)
+        self._wrote_revoked(recorded_at)
+
+    def delete_withdrawal(self, holder: bytes, verifier: str) -> bool:
+        """The withdrawal kept gone (erased, or outranked by a later grant): moves no commit."""
+        return self._delete(sf.DB_WITHDRAWALS, sf.consent_key(holder, verifier), change=False)
+
+    def put_granted_before(self, at: int) -> None:
+        """Raise `META_GRANTED_BEFORE` to ``at`` (never lowered): builder state, no commit."""
+        if at > self.granted_before():
+            self._put(sf.DB_META, sf.META_GRANTED_BEFORE, sf.pack_i64(at), change=False)
 
     # --- issuers and announcements ------------------------------------------------------
 
@@ -720,6 +739,18 @@ class Commit(LmdbReader):
         (`META_RULES8_FROM`): set once, in that message's batch."""
         if self.rules8_from() is None:
             self._put(sf.DB_META, sf.META_RULES8_FROM, sf.pack_u64(seq), change=False)
+
+    def rules9_from(self) -> int | None:
+        """The stream sequence from which consents are decided by rules 9 and erased
+        (`META_RULES9_FROM`); None: not yet (by rules 8, none erased)."""
+        raw = self._meta(sf.META_RULES9_FROM)
+        return sf.unpack_u64(raw) if raw is not None else None
+
+    def put_rules9_from(self, seq: int) -> None:
+        """The stream's message at ``seq`` is its first of release 1.9 or later
+        (`META_RULES9_FROM`): set once, in that message's batch."""
+        if self.rules9_from() is None:
+            self._put(sf.DB_META, sf.META_RULES9_FROM, sf.pack_u64(seq), change=False)
 
     def put_stream_head(self, last_seq: int, seen_at: int) -> None:
         """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""

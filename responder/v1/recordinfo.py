@@ -27,8 +27,9 @@ What the request must satisfy (decided here, each with its article), in this ord
 Then, in this order, so that a party without consent learns nothing:
 
 - no consent of the holder for this party (同意, §18(3); the builder stores consents
-  naming registered 署名検証者等 only): ``not-provided``, whether or not a current
-  certificate exists;
+  naming registered 署名検証者等 only, and none the holder withdrew later, whatever order the
+  records came in: rules 9, `crlbuilder.consentkept`): ``not-provided``, whether or not a
+  current certificate exists;
 - no certificate of the same family in effect now: ``none-exists``;
 - the facts of that certificate erased by the builder because it expired by the builder's
   clock, which runs ahead of this responder's (no facts under its key and its notAfter

@@ -49,6 +49,7 @@ NODE_STATE: Final = (
     b"links",
     b"holders",
     b"consents",
+    b"withdrawals",
     b"pending",
     b"moveins",
     b"taken",
