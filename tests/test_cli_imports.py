@@ -26,6 +26,7 @@ from crlbuilder import ceremony
 from crlbuilder import cli as crlbuilder_cli
 from responder import cli as responder_cli
 from responder.registry import cli as registrycli
+from tests.conftest import Built
 
 HEAVY: tuple[str, ...] = (
     # third-party modules no --help uses (measured with python -X importtime: nats 55-90 ms,
@@ -149,6 +150,18 @@ def test_outbox_mark_imports_no_crypto_nor_store(tmp_path: Path) -> None:
     assert str(found["out"]).startswith("2:")
     assert _loaded(found["modules"], ("crlbuilder.outboxprune",)) == ["crlbuilder.outboxprune"]
     assert _loaded(found["modules"], HEAVY) == []
+
+
+@pytest.mark.integration  # a fresh interpreter, and the built fixture's population
+def test_a_build_from_record_files_imports_no_nats(built: Built, tmp_path: Path) -> None:
+    """``crlbuilder build`` from record files (no ``--source``) applies no record stream:
+    the NATS client, asyncio and the stream's modules are not imported."""
+    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
+    found = _probe("crlbuilder.cli", "build", *args)
+    assert found["rc"] == 0
+    assert _loaded(found["modules"], ("crlbuilder.build",)) == ["crlbuilder.build"]
+    unused = ("nats", "asyncio", "ssl", "crlbuilder.jetstream", "crlbuilder.stream")
+    assert _loaded(found["modules"], unused) == []
 
 
 def _actions(parser: argparse.ArgumentParser, *path: str) -> set[str]:
