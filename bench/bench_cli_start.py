@@ -1,14 +1,17 @@
 """How long the command-line tools take to start: the wall time of a few commands an operator
-and the test suite run by hand and from scripts, each run ``--runs`` times in a row, median
-and spread printed (and, with ``--importtime``, the slowest imports of each by
-``python -X importtime``). Not in ``make bench``: a check of start-up imports, not of the
-service; the machine is shared, so compare runs made one right after the other.
+and the test suite run by hand and from scripts, each run ``--runs`` times (median and
+quartiles printed; with ``--importtime``, each one's slowest imports by ``python -X
+importtime``). Not in ``make bench``: a check of start-up imports, not of the service; the
+machine is shared, so compare runs made together: ``--against DIR`` runs every command also
+from DIR (another checkout of the project, e.g. ``git archive REV | tar -x -C DIR``, with
+``python -m compileall -q DIR/crlbuilder DIR/responder``), alternating run by run.
 
-    python -m bench.bench_cli_start [--runs 20] [--importtime]
+    python -m bench.bench_cli_start [--runs 20] [--importtime] [--against DIR]
 
 The commands, after the interpreter's own start (``python -c pass``) for scale; a registry of
 one party and a two-line notices file are made in a temporary directory first, with the tools
-themselves:
+themselves, which is also every command's working directory (so that ``python -m`` imports
+the installed project, or DIR's):
 
     responder --help
     crlbuilder --help
@@ -42,7 +45,7 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
     subprocess.run(
         [sys.executable, "-m", "responder", "registry", "add", "--registry", str(registry),
          "--actor", "bench", *PARTY],
-        check=True, capture_output=True,
+        check=True, capture_output=True, cwd=tmp,
     )  # fmt: skip
     reg = str(registry)
     return {
@@ -55,20 +58,25 @@ def _commands(tmp: Path) -> dict[str, list[str]]:
     }
 
 
-def _time(argv: list[str], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, *argv], check=True, stdout=subprocess.DEVNULL)
-        out.append(time.perf_counter() - t0)
-    return out
+def _once(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *argv], check=True, stdout=subprocess.DEVNULL, cwd=cwd,
+                   env=env)  # fmt: skip
+    return time.perf_counter() - t0
 
 
-def _slowest_imports(argv: list[str], n: int = 8) -> list[str]:
-    """The ``n`` top-level imports (``python -X importtime``) with the most cumulative µs."""
+def _said(name: str, t: list[float]) -> str:
+    q = statistics.quantiles(t, n=4)
+    return (f"{name:36} median {statistics.median(t) * 1000:6.1f} ms  (quartiles "
+            f"{q[0] * 1000:.1f}-{q[2] * 1000:.1f}, min {min(t) * 1000:.1f}, {len(t)} runs)")  # fmt: skip
+
+
+def _slowest_imports(argv: list[str], cwd: Path, env: dict[str, str], n: int = 8) -> list[str]:
+    """The ``n`` imports (``python -X importtime``) with the most cumulative µs."""
     err = subprocess.run(
         [sys.executable, "-X", "importtime", *argv],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd,
+        env=env,
     ).stderr  # fmt: skip
     rows = []
     for line in err.splitlines():
@@ -83,19 +91,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--importtime", action="store_true", help="also the slowest imports")
+    ap.add_argument(
+        "--against", type=Path, metavar="DIR",
+        help="another checkout: each command also run from it (PYTHONPATH), run by run",
+    )  # fmt: skip
     args = ap.parse_args()
-    os.environ.setdefault("COLUMNS", "100")
+    env = {**os.environ, "COLUMNS": "100"}
+    env.pop("PYTHONPATH", None)
+    trees = {"": env}
+    if args.against is not None:
+        trees = {"this tree": env, str(args.against): {**env, "PYTHONPATH": str(args.against)}}
     with tempfile.TemporaryDirectory() as d:
-        commands = _commands(Path(d))
+        tmp = Path(d)
+        commands = _commands(tmp)
         for name, argv in commands.items():
-            t = _time(argv, args.runs)
-            q = statistics.quantiles(t, n=4)
-            print(f"{name:28} median {statistics.median(t) * 1000:6.1f} ms  "
-                  f"(quartiles {q[0] * 1000:.1f}-{q[2] * 1000:.1f}, min {min(t) * 1000:.1f}, "
-                  f"{args.runs} runs)", flush=True)  # fmt: skip
-            if args.importtime:
-                for row in _slowest_imports(argv):
-                    print(f"    {row}")
+            times: dict[str, list[float]] = {tree: [] for tree in trees}
+            for _ in range(args.runs):
+                for tree, tree_env in trees.items():
+                    times[tree].append(_once(argv, tmp, tree_env))
+            for tree, t in times.items():
+                print(_said(f"{name} {tree}".rstrip(), t), flush=True)
+                if args.importtime:
+                    for row in _slowest_imports(argv, tmp, trees[tree]):
+                        print(f"    {row}")
 
 
 if __name__ == "__main__":
