@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 from cryptography import x509
@@ -61,7 +61,6 @@ from crlbuilder.apply import (
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing, wait_past
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file, read_open
-from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
@@ -75,19 +74,11 @@ from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import (
-    MAX_BATCH,
-    Batcher,
-    Consumer,
-    Delivered,
-    rules7_from,
-    rules8_from,
-    rules9_from,
-    token_signatures,
-)
-from crlbuilder.stream import refusal as stream_refusal
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
+
+if TYPE_CHECKING:  # imported where the record stream is applied: a build from files uses no NATS
+    from crlbuilder.stream import Consumer, Delivered
 
 Clock = Callable[[], datetime]
 """Where the builder reads the time: an aware UTC instant."""
@@ -905,6 +896,10 @@ class Builder:
         stall_after: float = 10.0,
     ) -> int:
         """`consume`'s loop (``self._stream`` set)."""
+        from crlbuilder.jetstream import ClusterError
+        from crlbuilder.stream import MAX_BATCH, Batcher
+        from crlbuilder.stream import refusal as stream_refusal
+
         with self.store.read() as r:
             after = r.stream_seq()
             refused = bool(r.stream_refused())  # by an earlier run: cleared by the next commit
@@ -1179,6 +1174,8 @@ class Builder:
         (`store.format.StreamGroup`: the stream sequence before it and its last), so the
         changes feed is read by stream position on every node (`responder.v1.feedpos`).
         """
+        from crlbuilder.stream import rules7_from, rules8_from, rules9_from, token_signatures
+
         at = batch[-1].at
         applier.clock = lambda: at
         with self.store.read() as r:

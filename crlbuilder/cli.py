@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 
+from crlbuilder import ceremonycli
 from crlbuilder.config import BuilderConfig, add_arguments, load_config, write_facts_key
-from crlbuilder.crl import importer as crlimport
-from crlbuilder.group import init as group_init
-from crlbuilder.group import pull as group_pull
+from crlbuilder.crl import importcli
+from crlbuilder.group import initcli, pullcli
 from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, describe_commands, instant, run_command
@@ -940,6 +940,48 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_crl(args: argparse.Namespace) -> int:
+    from crlbuilder.crl.importer import run_import  # the store, the build's issuer table
+
+    return run_import(args)
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from crlbuilder.demo.pki import run_init  # cryptography's x509, the signers
+
+    return run_init(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from crlbuilder.demo.synth import run_synth
+
+    return run_synth(args)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from crlbuilder import ceremony  # the token, the signer, cryptography's x509
+
+    return ceremony.run(args)
+
+
+def _group_init(args: argparse.Namespace) -> int:
+    from crlbuilder.group.init import run_init
+
+    return run_init(args)
+
+
+def _group_keys(args: argparse.Namespace) -> int:
+    from crlbuilder.group.init import run_keys
+
+    return run_keys(args)
+
+
+def _group_pull(args: argparse.Namespace) -> int:
+    from crlbuilder.group.pull import run_pull  # the CRL import, the store
+
+    return run_pull(args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crlbuilder",
@@ -949,20 +991,19 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The demo commands (`pki init`, `synth`) come from crlbuilder.demo, which only
     # this entry point may import (import-linter contract in pyproject.toml).
-    from crlbuilder import ceremony
-    from crlbuilder.demo import pki, synth
+    from crlbuilder.demo import democli
 
-    pki.add_cli(sub)
-    synth.add_cli(sub)
-    crlimport.add_cli(sub)
-    ceremony.add_cli(sub)
+    democli.add_pki_cli(sub, _pki_init)
+    democli.add_synth_cli(sub, _synth)
+    importcli.add_cli(sub, _import_crl)
+    ceremonycli.add_cli(sub, _keys)
     gp = sub.add_parser(
         "group", help="a group appliance (団体署名検証者, Act §17(5)): set-up and CRL feed"
     )
     gps = gp.add_subparsers(dest="group_command", required=True, metavar="ACTION")
-    group_init.add_cli(gps)
-    group_init.add_keys_cli(gps)
-    group_pull.add_cli(gps)
+    initcli.add_cli(gps, _group_init)
+    initcli.add_keys_cli(gps, _group_keys)
+    pullcli.add_cli(gps, _group_pull)
 
     fk = sub.add_parser(
         "facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)"

@@ -14,6 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+MIN_RSA_BITS: Final = 2048
+"""The smallest RSA modulus accepted (Ord §2, §38: 2048 bits or more): the signers
+(`crlbuilder.keys.signer`, `crlbuilder.keys.pkcs11`) refuse a smaller key, and ``crlbuilder keys
+--bits`` a smaller size."""
+
 PKCS11_SCHEME: Final = "pkcs11:"
 """A key reference starting with this (in any case) is a PKCS#11 URI, anything else a path."""
 

@@ -30,15 +30,19 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from crlbuilder.natsservers import is_loopback, parse_servers
 from crlbuilder.secretmode import too_open
+
+if (
+    TYPE_CHECKING
+):  # imported when a TLS context is made: not by every command that reads a configuration
+    import ssl
 
 ENV: Final = {
     "nkey_seed": "JPKI_VA_NATS_NKEY_SEED",
@@ -188,6 +192,8 @@ def _read_secret(path: str, what: str) -> str:
 
 
 def _tls_context(auth: NatsAuth) -> ssl.SSLContext:
+    import ssl
+
     for path, what in (
         (auth.tls_ca, "the NATS CA file"),
         (auth.tls_cert, "the NATS client certificate"),

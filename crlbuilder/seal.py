@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import envsecret
 from crlbuilder.model import FourFacts
@@ -58,6 +56,9 @@ class FactsCipher:
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise ValueError("the facts key must be 32 bytes (AES-256)")
+        # imported here, not at the top: `take_facts_key` runs at every command's start
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(hmac.new(key, b"jpki-va facts aead", hashlib.sha256).digest())
         nonce_key = hmac.new(key, b"jpki-va facts nonce", hashlib.sha256).digest()
         # HMAC-SHA256 under the nonce key (RFC 2104) with its two padded-key blocks hashed
@@ -83,6 +84,8 @@ class FactsCipher:
         shorter than a nonce and a tag: AESGCM raised `ValueError` for a nonce under 8 bytes,
         which a caller refusing what does not open did not expect)."""
         if len(sealed) < _NONCE_BYTES + _TAG_BYTES:
+            from cryptography.exceptions import InvalidTag
+
             raise InvalidTag
         return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
 

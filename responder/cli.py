@@ -22,9 +22,9 @@ from typing import Final
 from crlbuilder.lifecycle import no_core_dumps
 from crlbuilder.options import ConfigError, describe_commands, run_command
 from crlbuilder.seal import take_facts_key
-from responder import reloadctl, report
+from responder import reloadctl
 from responder.config import add_arguments, load_config, overrides_from_args
-from responder.registry import cli as registrycli
+from responder.registry import cliargs as registryargs
 from responder.v1 import watchcompact
 
 EPILOG: Final = (
@@ -92,6 +92,71 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _registry(args: argparse.Namespace) -> int:
+    # the registry's handlers (its checks, audit, NATS) imported when a registry action runs
+    from responder.registry import cli as registrycli
+
+    return registrycli.run(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from responder import report  # the ledger, asyncio: imported when a report is made
+
+    return report.report_command(args)
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report``: its flags here, its work in `responder.report` (imported when it runs)."""
+    p = subparsers.add_parser(
+        "report",
+        help="the yearly report (報告書, Act §41): provisions per recipient and month",
+        description="Collects the workers' ledger files into the durable ledger, then writes "
+        "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
+        "written unless --allow-refused, and then the report says it is incomplete) or, with "
+        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry, or --out "
+        "that cannot be written (nothing left there; a report already at --out is kept whole).",
+    )
+    p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
+    p.add_argument(
+        "--format", choices=("html", "csv", "json"), default="html", help="default: html"
+    )
+    p.add_argument(
+        "--ledger", type=Path, required=True,
+        help="the ledger directory (the responder's [ledger] dir; it must exist)",
+    )  # fmt: skip
+    p.add_argument("--registry", type=Path, help="registry TOML: recipients' names")
+    p.add_argument(
+        "--out", type=Path,
+        help="file to write, mode 0600 (default: standard output)",
+    )  # fmt: skip
+    p.add_argument(
+        "--store", type=Path, help="status store: add 発行件数 (a full scan of the store)"
+    )
+    p.add_argument("--no-collect", action="store_true", help="report what is collected, read-only")
+    p.add_argument(
+        "--nats",
+        metavar="nats://HOST:PORT[,...]",
+        help="several nodes: ship this node's counts to the ledger stream and report the whole "
+        "service's (every node's counts gathered from the stream)",
+    )
+    p.add_argument(
+        "--node",
+        help="this node's name on the ledger stream (default: the name this ledger ships as, "
+        "its responder's [cluster] node; the host name before its first shipment)",
+    )
+    p.add_argument(
+        "--ledger-stream",
+        default="JPKI_LEDGER",
+        help="with --nats: the JetStream stream of the nodes' ledger counts (default: JPKI_LEDGER)",
+    )
+    p.add_argument(
+        "--allow-refused",
+        action="store_true",
+        help="write the report even when some worker files were refused",
+    )
+    p.set_defaults(func=_report)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="responder",
@@ -113,8 +178,8 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(s)
     s.set_defaults(func=_serve)
 
-    registrycli.add_cli(sub)
-    report.add_cli(sub)
+    registryargs.add_cli(sub, _registry)
+    _add_report(sub)
     reloadctl.add_cli(sub)
     watchcompact.add_cli(sub)
     describe_commands(p, EPILOG)

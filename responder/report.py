@@ -70,7 +70,6 @@ __all__ = [
     "Report",
     "ReportCache",
     "Scope",
-    "add_cli",
     "as_of",
     "build_report",
     "ledger_as_of",
@@ -79,6 +78,7 @@ __all__ = [
     "render",
     "render_ledger_dir",
     "render_year",
+    "report_command",
     "to_csv",
     "to_html",
     "to_json",
@@ -853,59 +853,8 @@ def _read_registry(path: Path) -> tuple[dict[str, str], bool]:
     return {p.id: p.name for p in parties}, members
 
 
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``report`` on the ``responder`` command's subparsers."""
-    p = subparsers.add_parser(
-        "report",
-        help="the yearly report (報告書, Act §41): provisions per recipient and month",
-        description="Collects the workers' ledger files into the durable ledger, then writes "
-        "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
-        "written unless --allow-refused, and then the report says it is incomplete) or, with "
-        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry, or --out "
-        "that cannot be written (nothing left there; a report already at --out is kept whole).",
-    )
-    p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
-    p.add_argument(
-        "--format", choices=("html", "csv", "json"), default="html", help="default: html"
-    )
-    p.add_argument(
-        "--ledger", type=Path, required=True,
-        help="the ledger directory (the responder's [ledger] dir; it must exist)",
-    )  # fmt: skip
-    p.add_argument("--registry", type=Path, help="registry TOML: recipients' names")
-    p.add_argument(
-        "--out", type=Path,
-        help="file to write, mode 0600 (default: standard output)",
-    )  # fmt: skip
-    p.add_argument(
-        "--store", type=Path, help="status store: add 発行件数 (a full scan of the store)"
-    )
-    p.add_argument("--no-collect", action="store_true", help="report what is collected, read-only")
-    p.add_argument(
-        "--nats",
-        metavar="nats://HOST:PORT[,...]",
-        help="several nodes: ship this node's counts to the ledger stream and report the whole "
-        "service's (every node's counts gathered from the stream)",
-    )
-    p.add_argument(
-        "--node",
-        help="this node's name on the ledger stream (default: the name this ledger ships as, "
-        "its responder's [cluster] node; the host name before its first shipment)",
-    )
-    p.add_argument(
-        "--ledger-stream",
-        default="JPKI_LEDGER",
-        help="with --nats: the JetStream stream of the nodes' ledger counts (default: JPKI_LEDGER)",
-    )
-    p.add_argument(
-        "--allow-refused",
-        action="store_true",
-        help="write the report even when some worker files were refused",
-    )
-    p.set_defaults(func=_report_command)
-
-
-def _report_command(args: argparse.Namespace) -> int:
+def report_command(args: argparse.Namespace) -> int:
+    """``responder report`` (its flags: `responder.cli`): the exit code."""
     err: Callable[[str], None] = lambda msg: print(f"responder report: {msg}", file=sys.stderr)  # noqa: E731
     year: int = args.year
     if year not in YEARS:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -29,7 +28,6 @@ from responder.report import (
     REPORT_FILE_MODE,
     AsOf,
     Report,
-    add_cli,
     as_of,
     build_report,
     load_registry_names,
@@ -445,9 +443,9 @@ titles = ["user-verifier"]
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="responder")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *argv])
+    from responder.cli import parser  # the command's flags: `responder report`'s own
+
+    args = parser().parse_args(["report", *argv])
     rc: int = args.func(args)
     return rc
 

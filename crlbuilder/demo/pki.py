@@ -48,7 +48,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crlbuilder import successor as succ
+from crlbuilder.demo import democli
 from crlbuilder.demo.certprofile import key_usage
+from crlbuilder.demo.democli import DEFAULT_BASE_URL
 from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys import oplog
 from crlbuilder.keys.certsign import draft_certificate, with_signature
@@ -93,8 +95,6 @@ __all__ = [
 
 MIN_KEY_SIZE: Final = 2048
 """Ord §2, §38: RSA keys of 2048 bits or more."""
-
-DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
 
 FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=JST).astimezone(UTC)
 """notBefore of every first-generation CA: before the synthetic population's first issuance."""
@@ -425,25 +425,8 @@ def init_pki(
 ) -> Manifest:
     """Create the demo PKI under ``out`` and return its manifest (also written as ``pki.json``).
 
-    Refuses a directory that exists and is not empty unless ``force`` (files of
-    the same names are then replaced). ``key_size`` is the RSA modulus of every
-    key (2048 or more, Ord §2, §38). ``base_url`` is where the responder will be
-    reached: each issuer's OCSP URL is ``{base_url}/ocsp`` and its CRLs
-    ``{base_url}/crl/{issuer_id}.crl`` and ``{base_url}/crl/{issuer_id}-delta.crl``.
-    ``now`` (default: the current time) starts the short-lived certificates
-    (OCSP signers, TLS, parties: two years); the CAs run from `GENERATIONS`'
-    fixed starts for 30 years.
-
-    With ``keys="softhsm"`` a SoftHSM2 token is made in ``out/softhsm``
-    (`crlbuilder.demo.softhsm.init_token`: configuration, token, PIN file 0600; processes
-    using the keys need ``SOFTHSM2_CONF=out/softhsm/softhsm2.conf``) and every signing key
-    of the service is generated inside it (non-extractable, sensitive: Ord
-    §73(4), §74(3)) and the manifest names it by its ``pkcs11:`` URI instead of a PEM
-    file: the CAs' keys (CRL signing, 発行者署名符号), the delegated OCSP signers and the
-    group relay's responder key. The token-issuing CA (``token_issuer``, the issuer of
-    特定利用者証明検証者証明符号, Act §38-3) is made like a family's CA: its key, its
-    certificate, its delegated OCSP signer. Only certificates are written. The demo TLS/client CA,
-    the TLS server key (Python's ssl reads a file) and the parties' own keys stay PEM.
+    What it makes and refuses, as ``crlbuilder pki init --help`` says it:
+    `crlbuilder.demo.democli.INIT_DESCRIPTION`.
     """
     if key_size < MIN_KEY_SIZE:
         raise PkiError(f"RSA keys must have {MIN_KEY_SIZE} bits or more (Ord §2, §38)")
@@ -659,34 +642,8 @@ def init_pki(
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register ``pki init`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
-    pki = subparsers.add_parser("pki", help="the demo/test PKI")
-    sub = pki.add_subparsers(dest="pki_command", required=True)
-    init = sub.add_parser(
-        "init",
-        help="create issuing CAs, OCSP signers, TLS and demo party credentials",
-        description=init_pki.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    init.add_argument("--out", required=True, type=Path, help="directory to create")
-    init.add_argument(
-        "--key-size", type=int, default=2048, help="RSA modulus bits (>= 2048; default %(default)s)"
-    )
-    init.add_argument(
-        "--base-url",
-        default=DEFAULT_BASE_URL,
-        help="the responder's base URL (default %(default)s)",
-    )
-    init.add_argument("--force", action="store_true", help="write into a non-empty directory")
-    init.add_argument(
-        "--keys",
-        choices=("pem", "softhsm"),
-        default="pem",
-        help="where the signing keys live: PEM files (default) or a new SoftHSM2 token "
-        "in OUT/softhsm (run the builder and responder with "
-        "SOFTHSM2_CONF=OUT/softhsm/softhsm2.conf)",
-    )
-    init.set_defaults(func=run_init)
+    """``pki init`` (`crlbuilder.demo.democli.add_pki_cli`), run by `run_init`."""
+    democli.add_pki_cli(subparsers, run_init)
 
 
 def run_init(args: argparse.Namespace) -> int:

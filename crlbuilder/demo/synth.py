@@ -86,6 +86,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tqdm import tqdm
 
 from crlbuilder import rules
+from crlbuilder.demo import democli
 from crlbuilder.demo.certprofile import build_ee_cert
 from crlbuilder.demo.pki import write_private
 from crlbuilder.facts import encode_birth_date
@@ -114,7 +115,6 @@ from crlbuilder.model import (
     RevocationRequest,
     Sex,
 )
-from crlbuilder.options import instant
 
 __all__ = [
     "COMPROMISE_AT",
@@ -1794,31 +1794,8 @@ def _write_samples(
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register ``synth`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
-    p = subparsers.add_parser(
-        "synth",
-        help="generate a synthetic population: records, sample certificates, answers",
-        description=(__doc__ or "").split("\n\n")[0],
-    )
-    p.add_argument("--pki", required=True, type=Path, help="PKI directory (pki.json)")
-    p.add_argument("--holders", required=True, type=int, help="number of holders")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument(
-        "--as-of",
-        type=instant,
-        default=None,
-        help="end of the simulation, RFC 3339 (default: now, to the second)",
-    )
-    p.add_argument("--samples", type=int, default=300, help="sample certificates (default 300)")
-    p.add_argument("--force", action="store_true", help="replace earlier output in --out")
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="progress bar on stderr (default: when stderr is a terminal)",
-    )
-    p.set_defaults(func=run_synth)
+    """``synth`` (`crlbuilder.demo.democli.add_synth_cli`), run by `run_synth`."""
+    democli.add_synth_cli(subparsers, run_synth)
 
 
 def run_synth(args: argparse.Namespace) -> int:

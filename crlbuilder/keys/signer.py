@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from crlbuilder.keyref import is_pkcs11_uri
+from crlbuilder.keyref import MIN_RSA_BITS, is_pkcs11_uri
 
 __all__ = [
     "EXIT_PIN_REFUSED",
@@ -44,9 +44,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-MIN_RSA_BITS: Final = 2048
-"""The smallest RSA modulus accepted (Ord §2, §38: 2048 bits or more)."""
 
 SHA256_WITH_RSA_DER: Final = bytes.fromhex("300d06092a864886f70d01010b0500")
 """DER AlgorithmIdentifier of sha256WithRSAEncryption (1.2.840.113549.1.1.11, NULL params).

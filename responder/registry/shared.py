@@ -39,8 +39,8 @@ from crlbuilder.jetstream import (
     through_election,
 )
 from crlbuilder.natsservers import parse_servers
+from responder.registry.cliargs import DEFAULT_BUCKET
 
-DEFAULT_BUCKET: Final = "JPKI_REGISTRY"
 KEY: Final = "registry"
 CHECK_EVERY: Final = 2.0
 """Seconds between `SharedRegistry.next`'s direct reads of the key (beside its watch)."""

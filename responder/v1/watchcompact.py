@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from crlbuilder.options import ConfigError
 from responder.config import add_arguments, load_config, overrides_from_args
-from responder.v1 import watchlog, watchsnap
 
-if TYPE_CHECKING:  # imported when run: `responder registry` and `report` start without them
+if TYPE_CHECKING:  # imported when run: the other commands start without them
     from responder.v1.watchdb import LmdbWatchSet
     from responder.v1.watchstream import WatchStream
 
@@ -62,10 +61,15 @@ def compact(
     keep: int = KEEP,
     min_operations: int = MIN_OPERATIONS,
     catch_up_seconds: float = CATCH_UP_SECONDS,
-    part_entries: int = watchsnap.PART_ENTRIES,
+    part_entries: int | None = None,
 ) -> Compacted:
-    """One compaction (module docstring)."""
+    """One compaction (module docstring); ``part_entries``: a snapshot part's entries
+    (default `watchsnap.PART_ENTRIES`)."""
+    from responder.v1 import watchlog, watchsnap
     from responder.v1.watchstream import SealRaced, sync
+
+    if part_entries is None:
+        part_entries = watchsnap.PART_ENTRIES
 
     deadline = time.monotonic() + catch_up_seconds
     while True:
