@@ -194,3 +194,16 @@ def test_every_action_has_its_handler() -> None:
     assert _actions(crlbuilder_cli.parser(), "keys") == set(ceremony.COMMANDS)
     assert _leaves_without_func(responder_cli.parser(), ["responder"]) == []
     assert _leaves_without_func(crlbuilder_cli.parser(), ["crlbuilder"]) == []
+
+
+def test_the_descriptions_copied_into_the_flags_modules_match_their_handlers() -> None:
+    """``synth --help`` and ``keys --help`` describe the command by its module's docstring; the
+    flags modules carry a copy (the handler's module is not imported to build the parser): the
+    copies say what the handlers' docstrings say."""
+    from crlbuilder import ceremony, ceremonycli
+    from crlbuilder.demo import democli, synth
+
+    assert synth.__doc__ is not None and ceremony.__doc__ is not None
+    assert ceremonycli.__doc__ is not None
+    assert synth.__doc__.splitlines()[0] == democli.SYNTH_DESCRIPTION
+    assert ceremonycli.__doc__.split("\n\n")[0] == ceremony.__doc__.split("\n\n")[0]
