@@ -151,7 +151,6 @@ from crlbuilder.model import (
 )
 from crlbuilder.periods import kept_until
 from crlbuilder.recorddigest import RecordDigest
-from crlbuilder.retention import LOOKAHEAD
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -586,7 +585,7 @@ class Applier:
         *,
         keep_time: bool,
         agenda: bool = False,
-        lookahead: int = LOOKAHEAD,
+        lookahead: int | None = None,
         crls: CrlBase | None = None,
         stream: bool = False,
     ) -> int:
@@ -605,10 +604,13 @@ class Applier:
         (`store.writer.Commit.revoke`), and any an earlier release kept go now (`Commit.erase`).
 
         Which records are due is read from every CRL entry, or, with ``agenda`` (the
-        builder's, kept in the store: `crlbuilder.retention`, ``lookahead`` seconds ahead)
-        and while it is not stale, from the agenda alone: the same records either way. The
-        scan runs in the erasure's write transaction, so that no entry is committed between
-        the scan and its agenda.
+        builder's, kept in the store: `crlbuilder.retention`) and while it is not stale, from
+        the agenda alone: the same records either way. The scan runs in the erasure's write
+        transaction, so that no entry is committed between the scan and its agenda. The agenda
+        it makes is complete (every entry not yet due is listed, and every commit lists what it
+        writes), so it goes stale only with another digest (an upgrade, a reconfiguration) or a
+        commit of an earlier release; with ``lookahead`` (seconds) it is made to a horizon as an
+        earlier release made it, and scanned again past it.
 
         With ``crls`` (a builder whose store holds its issuers' CRL state: the CRL signer's,
         or a node's that fetches the signer's CRLs, `crlbuilder.crl.shipping`; a store that
@@ -662,12 +664,18 @@ class Applier:
             if not agenda or retention_agenda.stale(
                 state, now, c.revoked_written_from(), shortest, periods, c.kept_written_from()
             ):
-                made = retention_agenda.scanned(now, periods, lookahead)
-                unseen = retention_agenda.unseen_from(made.horizon, shortest)
+                made = (
+                    retention_agenda.scanned_whole(now, periods, shortest)
+                    if lookahead is None
+                    else retention_agenda.scanned(now, periods, lookahead)
+                )
+                unseen = (
+                    None if made.complete else retention_agenda.unseen_from(made.horizon, shortest)
+                )
                 due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
                 for key, recorded_at in c.revoked_recorded():
-                    if recorded_at >= unseen:
+                    if unseen is not None and recorded_at >= unseen:
                         continue  # past the horizon under every period: most records
                     at = due_at(key)
                     if at is None or at >= made.horizon:
@@ -723,11 +731,19 @@ class Applier:
                         elif at is not None and state is not None and at < state.horizon:
                             c.put_retention(at, k)
                     else:
-                        if (at := due_at(k)) is not None and at <= now:
-                            due.append(k)
-                        # a status key stands for its CRL entry, its sealed facts, or both
-                        if (at := _facts_erasable_at(c, k)) is not None and at <= now:
-                            facts.append(k)
+                        # a status key stands for its CRL entry, its sealed facts, or both;
+                        # each not due yet is listed again at its own instant (a commit lists a
+                        # CRL entry at the earliest instant its shortest period allows)
+                        if (at := due_at(k)) is not None:
+                            if at <= now:
+                                due.append(k)
+                            elif at < horizon:
+                                c.put_retention(at, k)
+                        if (at := _facts_erasable_at(c, k)) is not None:
+                            if at <= now:
+                                facts.append(k)
+                            elif at < horizon:
+                                c.put_retention(at, k)
             due.sort()  # key order, from the agenda as from the scan
             facts.sort()
             notices.sort()
