@@ -674,10 +674,29 @@ class Applier:
                 )
                 due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
-                for key, recorded_at in c.revoked_recorded():
+                periods_of: dict[tuple[int, int], int | None] = {}
+                """Days of each (issuer index, legal category) seen: `due_at`'s, once each."""
+                for key, recorded_at, category in c.revoked_recorded():
                     if unseen is not None and recorded_at >= unseen:
                         continue  # past the horizon under every period: most records
-                    at = due_at(key)
+                    # `due_at(key)`, from what the pass decoded: the entry's category and
+                    # recordedAt, the certificate's notAfter alone (every entry, in a complete
+                    # agenda's scan: 47% of its time when each record was decoded whole)
+                    index = int.from_bytes(key[:2], "big")
+                    if (index, category) not in periods_of:
+                        meta = self._by_index.get(index)
+                        periods_of[index, category] = (
+                            None
+                            if meta is None or not category
+                            else retention(meta.family, Category.from_code(category))
+                        )
+                    days = periods_of[index, category]
+                    not_after = None if days is None else c.not_after(key)
+                    at = (
+                        None
+                        if days is None or not_after is None
+                        else due_instant(recorded_at, not_after, days)
+                    )
                     if at is None or at >= made.horizon:
                         continue
                     if at <= now:

@@ -570,6 +570,19 @@ _REVOKED_RECORDED_AT: Final = struct.Struct(">q")
 _REVOKED_RECORDED_AT_OFFSET: Final = 14
 
 
+_REVOKED_CATEGORY_AND_RECORDED_AT: Final = struct.Struct(">9xB4xq4x")
+"""`_REVOKED`'s ``category`` and ``recorded_at`` alone."""
+
+
+def revoked_category_and_recorded_at(value: bytes) -> tuple[int, int]:
+    """(``category``, ``recorded_at``) of a packed `RevokedEntry`, the rest not decoded (the
+    retention scan's pass over every entry); `StoreCorrupt` for one of another length."""
+    if len(value) != _REVOKED.size:
+        raise corrupt("revoked", len(value), f"{_REVOKED.size} bytes")
+    category, at = _REVOKED_CATEGORY_AND_RECORDED_AT.unpack(value)
+    return int(category), int(at)
+
+
 def revoked_recorded_at(value: bytes) -> int:
     """``recorded_at`` of a packed `RevokedEntry`, without unpacking the rest (retention scans)."""
     if len(value) != _REVOKED.size:
