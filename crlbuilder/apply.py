@@ -165,6 +165,10 @@ _TOKEN_FROM_FILE: Final = (
 """Why a token record is refused when it is a line of a record file (`ingest.TOKEN_SOURCE`:
 a feed's file published on the stream too) or is read by an applier not fed by the stream."""
 _TOKEN_RECORDS: Final = (TokenIssued, TokenRevoked)
+AGENDA_CHUNK: Final = 1 << 19
+"""Entries the retention scan keeps before it lists them on the agenda (`Commit.add_retention`):
+a complete agenda lists every entry of the store, some 2 per holder (tens of millions at national
+scale), which held at once would need gigabytes; a chunk is some 70 MB."""
 
 
 class Refused(Exception):
@@ -674,6 +678,19 @@ class Applier:
                 )
                 due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
+                """What falls due after ``now`` and before the horizon, not yet on the agenda."""
+                if agenda:
+                    c.rebuild_retention(made, [])  # emptied, its state written: listed below
+
+                def listed(at: int, key: bytes) -> None:
+                    """``key`` on the agenda at ``at``: kept in chunks (`AGENDA_CHUNK`) so that
+                    the scan of a complete agenda never holds every entry of the store."""
+                    if agenda:
+                        later.append((at, key))
+                        if len(later) >= AGENDA_CHUNK:
+                            c.add_retention(later)
+                            later.clear()
+
                 periods_of: dict[tuple[int, int], int | None] = {}
                 """Days of each (issuer index, legal category) seen: `due_at`'s, once each."""
                 for key, recorded_at, category in c.revoked_recorded():
@@ -702,7 +719,7 @@ class Applier:
                     if at <= now:
                         due.append(key)
                     else:
-                        later.append((at, key))
+                        listed(at, key)
                 for holder, pending in c.pending_notices():
                     if not pending.lapsed_at or kept_until(pending.lapsed_at, lapse_days) >= (
                         made.horizon
@@ -714,26 +731,26 @@ class Applier:
                     if at <= now:
                         notices.append(holder)
                     else:
-                        later.append((at, holder))  # a holder key: 32 bytes, a status key 22
+                        listed(at, holder)  # a holder key: 32 bytes, a status key 22
                 for holder, at in _kept_first_due(c, retention, made.horizon):
                     if at <= now:
                         kept.add(holder)
                     elif at < made.horizon:
-                        later.append((at, holder))
+                        listed(at, holder)
                 for holder, at in _consents_first_due(c, consent_days, made.horizon):
                     if at <= now:
                         kept.add(holder)  # its consents checked below
                     elif at < made.horizon:
-                        later.append((at, holder))
+                        listed(at, holder)
                 for key, sealed_state, not_after in c.sealed_ends():
                     at = factskept.erasable_at(sealed_state, not_after)
                     if at <= now:
                         facts.append(key)
                     elif at < made.horizon:
-                        later.append((at, key))  # a status key: checked for both when taken
+                        listed(at, key)  # a status key: checked for both when taken
                 horizon = made.horizon
                 if agenda:
-                    c.rebuild_retention(made, later)
+                    c.add_retention(later)
             else:
                 due = []
                 horizon = state.horizon if state is not None else now

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from crlbuilder import apply
 from crlbuilder.model import Category, Family
 from crlbuilder.periods import kept_until
 from crlbuilder.retention import (
@@ -286,3 +287,23 @@ def test_an_earlier_releases_decoder_reads_the_complete_agenda_state() -> None:
     got = msgspec.json.decode(raw, type=Earlier)
     assert got.periods != periods_digest(retention, ("notices-1", "kept-1", "facts-1",
                                                       "consents-1"))  # fmt: skip
+
+
+def test_a_scan_lists_in_chunks_what_it_lists_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan of a complete agenda lists every entry of the store: in chunks
+    (`apply.AGENDA_CHUNK`), so as not to hold them all in memory; the agenda is the same."""
+    records = [issuance(40 + n, ISSUER, f"{0x40 + n:02x}" * 32, 0, not_after=ts(500 + n))
+               for n in range(7)] + [_revocation(40 + n, 10 + n) for n in range(0, 7, 2)]  # fmt: skip
+    agendas = []
+    for chunk in (2, 1 << 19):
+        (tmp_path / str(chunk)).mkdir()
+        w = World(tmp_path / str(chunk))
+        w.apply(records)
+        with monkeypatch.context() as m:
+            m.setattr(apply, "AGENDA_CHUNK", chunk)
+            _erase(w, 20)
+        agendas.append(agenda(w.store))
+        w.store.close()
+    assert agendas[0] == agendas[1] and len(agendas[0]) == 7  # 4 CRL entries, 3 facts

@@ -436,17 +436,26 @@ class Commit(LmdbReader):
         not due yet, in a complete agenda), in any order. The entries written before it are all
         seen: `META_REVOKED_FROM` and `META_KEPT_FROM` go, and this commit's later writes list
         by ``state``."""
-        db = self._dbs[sf.DB_RETENTION]
-        self._txn.drop(db, delete=False)
-        # a set of packed keys (30 or 40 bytes each: a complete agenda lists every entry of the
-        # store once): a status key may be listed for its CRL entry and its facts alike
-        keys = sorted({sf.retention_key(due, key) for due, key in later})
-        if keys:
-            self._txn.cursor(db=db).putmulti(((k, b"") for k in keys), append=True)
+        self._txn.drop(self._dbs[sf.DB_RETENTION], delete=False)
+        self.add_retention(later)
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
         self._agenda = state
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
         self._txn.delete(sf.META_KEPT_FROM, db=self._meta_db)
+
+    def add_retention(self, later: Iterable[tuple[int, bytes]]) -> None:
+        """List every (due instant, key) of ``later`` on the retention agenda at once: a scan's
+        (`rebuild_retention`), in chunks when it lists many, so that it never holds every entry
+        of the store in memory. Appended in key order (full pages) while every key sorts after
+        those already listed: the first chunk, into the agenda the scan emptied."""
+        # a set: a status key may be listed for its CRL entry and its facts at one instant
+        keys = sorted({sf.retention_key(due, key) for due, key in later})
+        if not keys:
+            return
+        cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
+        append = not cur.last() or bytes(cur.key()) < keys[0]
+        cur.putmulti(((k, b"") for k in keys), append=append)
+        self.wrote = True
 
     def put_erased_state(self, state: sf.ErasedState) -> None:
         """Record what this erasure past retention may have taken from records read later
