@@ -11,28 +11,29 @@ and every commit of the follow loop, when nearly always none is due; and that re
 erasure's write transaction, so a revocation record read meanwhile waits behind it (one
 builder, one writer: minutes at national scale, bench/bench_scan_wait.py).
 
-The agenda makes the question cheap without changing its answer, and needs no such read but
-once. One scan of every entry (`Applier.erase_past_retention`) erases what is due and lists, in
-the store (``retention`` database, `store.format.RetentionState`), every entry not yet due at
-the instant it falls due: the agenda is then complete (`NO_HORIZON`). From then on every commit
+The agenda makes the question cheap without changing its answer, and needs no such read but once.
+One scan of every entry (`Applier.erase_past_retention`) erases what is due and lists, in the store
+(``retention`` database, `store.format.RetentionState`), every entry not yet due at the instant it
+falls due: the agenda is then complete (`NO_HORIZON`, `scanned_whole`). From then on every commit
 that writes an entry which can fall due lists it, in its own transaction and whichever process
-writes it (`store.writer.Commit`): a CRL entry under its status key and a lapsed move-out notice
-or a consent under its holder key, at the end of the shortest period (`RetentionState.shortest`)
-from its recordedAt, lapsedAt or recordedAt, before which none can fall due; a holder's kept
-entry at the earliest instant it can fall due; sealed facts at their instant. An entry the
-agenda names is checked again against the store when its time comes (it may have been erased,
-unlisted or revoked again since, or fall due later than the earliest instant it was listed at):
-what is due goes, what is not is listed again at its own instant (a key listed at several
-instants is checked at each). So what is erased at an instant is what a full scan would erase
-then, on every node of the record stream alike, and an erasure reads only what the agenda names
-by then: its time is bounded by what falls due, not by the store's size.
+writes it (`store.writer.Commit`): a CRL entry under its status key and a lapsed move-out notice or
+a consent under its holder key, at the end of the shortest period (`RetentionState.shortest`) from
+its recordedAt, lapsedAt or recordedAt, before which none can fall due; a holder's kept entry at
+the earliest instant it can fall due; sealed facts at their instant. An entry the agenda names is
+checked again against the store when its time comes (it may have been erased, unlisted or revoked
+again since, or fall due later than the earliest instant it was listed at): what is due goes, what
+is not is listed again at its own instant (a key listed at several instants is checked at each). So
+what is erased at an instant is what a full scan would erase then, on every node of the record
+stream alike, and an erasure reads only what the agenda names by then: its time is bounded by what
+falls due, not by the store's size.
 
 The full scan runs again only when the agenda cannot be trusted: none yet (a store from before
 the first erasure), or the retention periods, the way they are counted
 (`crlbuilder.periods.RULE`) or what is listed (`LISTED`) are not those it applied (their digest:
 an upgrade or a reconfiguration; an agenda of a store written by a builder that counted
 ``recorded_at + days * 86400``, up to a day early, is never used, the scan that replaces it
-applies today's counting), or a commit that did not list what it wrote lowered a watermark
+applies today's counting), a clock before the scan's instant, or a commit that did not list
+what it wrote lowered a watermark
 (`store.format.META_REVOKED_FROM`, `store.format.META_KEPT_FROM`: a builder of an earlier
 release writing to the store, whose agenda had a horizon and its commits only those watermarks).
 A builder of an earlier release reading a complete agenda sees another digest and scans again.
