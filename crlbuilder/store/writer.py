@@ -312,7 +312,10 @@ class Commit(LmdbReader):
         put(key, new.pack(), db=self._status_db)
         entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
         put(key, entry, db=self._revoked_db)
-        self._txn.delete(key, db=self._holders_db)
+        if self._txn.delete(key, db=self._holders_db):
+            # their listing goes with them (`_list_facts`), before the entry's own is written: a
+            # complete agenda keeps one entry per thing that can still fall due
+            self._txn.delete(sf.retention_key(st.not_after + 1, key), db=self._dbs[sf.DB_RETENTION])
         self._wrote_revoked(key, recorded_at)
         self.wrote = self.changed = True
         self._drop_answer(key)
