@@ -9,7 +9,14 @@ committed after the scan's write transaction. On a copy of ``DIR/store``, per ru
 made stale (another digest), the erasure (the scan) and right after it one revocation
 committed, as the follow loop does them; the revocation's wait is the erasure's wall time.
 The same with the pass over the sealed four facts left out (`crlbuilder.factskept`, what the
-facts' erasure at expiry added to the scan), and the revocation alone. Prints JSON (seconds).
+facts' erasure at expiry added to the scan), and the revocation alone.
+
+Then the steady state from the agenda the last of those scans made: per run one erasure 30 days
+and a second later (`retention.LOOKAHEAD`: past the horizon an agenda of
+an earlier release had, which scanned again there; a complete agenda only reads what falls due)
+followed by one revocation; and the retention agenda's size after the first scan (entries, pages
+per certificate). Runs with whichever crlbuilder is imported (``PYTHONPATH`` at another tree's
+root measures that one). Prints JSON (seconds).
 """
 
 from __future__ import annotations
@@ -52,9 +59,10 @@ def measure(work: Path, scratch: Path, runs: int) -> dict[str, object]:
         goods = [
             k
             for k, st in r.statuses()
-            if st.state == sf.STATE_GOOD and st.not_after > as_of + 10**6
-        ][: 3 * runs + 1]
+            if st.state == sf.STATE_GOOD and st.not_after > as_of + 200 * 86_400
+        ][: 4 * runs + 1]
         sealed = r.count(sf.DB_HOLDERS)
+        certificates = r.count(sf.DB_STATUS)
 
     def applier() -> Applier:
         return Applier(store, facts_key=key, quarantine=Quarantine(scratch / "q.jsonl"),
@@ -74,16 +82,34 @@ def measure(work: Path, scratch: Path, runs: int) -> dict[str, object]:
             raise SystemExit("the revocation was not applied (quarantined: see q.jsonl)")
         return took
 
+    def erase(now: int) -> float:
+        t = time.perf_counter()
+        applier().erase_past_retention(now, retention, keep_time=False, agenda=True)
+        return time.perf_counter() - t
+
+    def agenda_size() -> dict[str, object]:
+        with store.env.begin() as txn:
+            st = txn.stat(store.dbs[sf.DB_RETENTION])
+        pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return {
+            "entries": st["entries"],
+            "bytes_per_certificate": round(pages * st["psize"] / certificates, 1),
+        }
+
     def behind_scan(now: int) -> float:
         with Commit(store, lambda: from_epoch(now)) as c:  # stale: another digest
             c.rebuild_retention(agenda.scanned(now - 86_400, "0" * 32), [])
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         applier().erase_past_retention(now, retention, keep_time=False, agenda=True)
         waited = time.perf_counter() - t
+        scan_cpu.append(time.process_time() - cpu)
         revoke(now)
         return waited
 
     now = as_of + 60
+    scan_cpu: list[float] = []
+    """The CPU seconds of each erasure behind which a revocation waited (the machine's load
+    stretches the wall time, not these)."""
     try:
         alone = [revoke(now + i) for i in range(runs)]
         wait = [behind_scan(now + i) for i in range(runs)]
@@ -97,6 +123,13 @@ def measure(work: Path, scratch: Path, runs: int) -> dict[str, object]:
             without = [behind_scan(now + runs + i) for i in range(runs)]
         finally:
             LmdbReader.sealed_ends = real  # type: ignore[method-assign]
+        size = agenda_size()  # as the last scan made it
+        steady: list[float] = []
+        after_steady: list[float] = []
+        for i in range(runs):
+            at = now + 2 * runs + (i + 1) * (agenda.LOOKAHEAD + 1)
+            steady.append(erase(at))
+            after_steady.append(revoke(at))
     finally:
         store.close()
     return {
@@ -105,7 +138,12 @@ def measure(work: Path, scratch: Path, runs: int) -> dict[str, object]:
         "wait_behind_scan_s": [round(x, 3) for x in wait],
         "wait_behind_scan_without_facts_pass_s": [round(x, 3) for x in without],
         "median_wait_s": round(statistics.median(wait), 3),
+        "median_scan_cpu_s": round(statistics.median(scan_cpu[:runs]), 3),
         "median_wait_without_facts_pass_s": round(statistics.median(without), 3),
+        "agenda_after_scan": size,
+        "wait_at_30_day_steps_s": [round(x, 4) for x in steady],
+        "revocation_after_those_s": [round(x, 4) for x in after_steady],
+        "median_wait_at_30_day_steps_s": round(statistics.median(steady), 4),
     }
 
 

@@ -156,7 +156,6 @@ from crlbuilder.model import (
 )
 from crlbuilder.periods import kept_until
 from crlbuilder.recorddigest import RecordDigest
-from crlbuilder.retention import LOOKAHEAD
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -171,6 +170,10 @@ _TOKEN_FROM_FILE: Final = (
 """Why a token record is refused when it is a line of a record file (`ingest.TOKEN_SOURCE`:
 a feed's file published on the stream too) or is read by an applier not fed by the stream."""
 _TOKEN_RECORDS: Final = (TokenIssued, TokenRevoked)
+AGENDA_CHUNK: Final = 1 << 19
+"""Entries the retention scan keeps before it lists them on the agenda (`Commit.add_retention`):
+a complete agenda lists every entry of the store, some 2 per holder (tens of millions at national
+scale), which held at once would need gigabytes; a chunk is some 70 MB."""
 
 
 class Refused(Exception):
@@ -613,7 +616,7 @@ class Applier:
         *,
         keep_time: bool,
         agenda: bool = False,
-        lookahead: int = LOOKAHEAD,
+        lookahead: int | None = None,
         crls: CrlBase | None = None,
         stream: bool = False,
     ) -> int:
@@ -632,10 +635,13 @@ class Applier:
         (`store.writer.Commit.revoke`), and any an earlier release kept go now (`Commit.erase`).
 
         Which records are due is read from every CRL entry, or, with ``agenda`` (the
-        builder's, kept in the store: `crlbuilder.retention`, ``lookahead`` seconds ahead)
-        and while it is not stale, from the agenda alone: the same records either way. The
-        scan runs in the erasure's write transaction, so that no entry is committed between
-        the scan and its agenda.
+        builder's, kept in the store: `crlbuilder.retention`) and while it is not stale, from
+        the agenda alone: the same records either way. The scan runs in the erasure's write
+        transaction, so that no entry is committed between the scan and its agenda. The agenda
+        it makes is complete (every entry not yet due is listed, and every commit lists what it
+        writes), so it goes stale only with another digest (an upgrade, a reconfiguration) or a
+        commit of an earlier release; with ``lookahead`` (seconds) it is made to a horizon as an
+        earlier release made it, and scanned again past it.
 
         With ``crls`` (a builder whose store holds its issuers' CRL state: the CRL signer's,
         or a node's that fetches the signer's CRLs, `crlbuilder.crl.shipping`; a store that
@@ -698,20 +704,58 @@ class Applier:
             if not agenda or retention_agenda.stale(
                 state, now, c.revoked_written_from(), shortest, periods, c.kept_written_from()
             ):
-                made = retention_agenda.scanned(now, periods, lookahead)
-                unseen = retention_agenda.unseen_from(made.horizon, shortest)
+                made = (
+                    retention_agenda.scanned_whole(now, periods, shortest)
+                    if lookahead is None
+                    else retention_agenda.scanned(now, periods, lookahead)
+                )
+                unseen = (
+                    None if made.complete else retention_agenda.unseen_from(made.horizon, shortest)
+                )
                 due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
-                for key, recorded_at in c.revoked_recorded():
-                    if recorded_at >= unseen:
+                """What falls due after ``now`` and before the horizon, not yet on the agenda."""
+                if agenda:
+                    c.rebuild_retention(made, [])  # emptied, its state written: listed below
+
+                def listed(at: int, key: bytes) -> None:
+                    """``key`` on the agenda at ``at``: kept in chunks (`AGENDA_CHUNK`) so that
+                    the scan of a complete agenda never holds every entry of the store."""
+                    if agenda:
+                        later.append((at, key))
+                        if len(later) >= AGENDA_CHUNK:
+                            c.add_retention(later)
+                            later.clear()
+
+                periods_of: dict[tuple[int, int], int | None] = {}
+                """Days of each (issuer index, legal category) seen: `due_at`'s, once each."""
+                for key, recorded_at, category in c.revoked_recorded():
+                    if unseen is not None and recorded_at >= unseen:
                         continue  # past the horizon under every period: most records
-                    at = due_at(key)
+                    # `due_at(key)`, from what the pass decoded: the entry's category and
+                    # recordedAt, the certificate's notAfter alone (every entry, in a complete
+                    # agenda's scan: 47% of its time when each record was decoded whole)
+                    index = int.from_bytes(key[:2], "big")
+                    if (index, category) not in periods_of:
+                        meta = self._by_index.get(index)
+                        periods_of[index, category] = (
+                            None
+                            if meta is None or not category
+                            else retention(meta.family, Category.from_code(category))
+                        )
+                    days = periods_of[index, category]
+                    not_after = None if days is None else c.not_after(key)
+                    at = (
+                        None
+                        if days is None or not_after is None
+                        else due_instant(recorded_at, not_after, days)
+                    )
                     if at is None or at >= made.horizon:
                         continue
                     if at <= now:
                         due.append(key)
                     else:
-                        later.append((at, key))
+                        listed(at, key)
                 for holder, pending in c.pending_notices():
                     if not pending.lapsed_at or kept_until(pending.lapsed_at, lapse_days) >= (
                         made.horizon
@@ -723,26 +767,26 @@ class Applier:
                     if at <= now:
                         notices.append(holder)
                     else:
-                        later.append((at, holder))  # a holder key: 32 bytes, a status key 22
+                        listed(at, holder)  # a holder key: 32 bytes, a status key 22
                 for holder, at in _kept_first_due(c, retention, made.horizon):
                     if at <= now:
                         kept.add(holder)
                     elif at < made.horizon:
-                        later.append((at, holder))
+                        listed(at, holder)
                 for holder, at in _consents_first_due(c, consent_days, made.horizon, consents_too):
                     if at <= now:
                         kept.add(holder)  # its consents and withdrawals checked below
                     elif at < made.horizon:
-                        later.append((at, holder))
+                        listed(at, holder)
                 for key, sealed_state, not_after in c.sealed_ends():
                     at = factskept.erasable_at(sealed_state, not_after)
                     if at <= now:
                         facts.append(key)
                     elif at < made.horizon:
-                        later.append((at, key))  # a status key: checked for both when taken
+                        listed(at, key)  # a status key: checked for both when taken
                 horizon = made.horizon
                 if agenda:
-                    c.rebuild_retention(made, later)
+                    c.add_retention(later)
             else:
                 due = []
                 horizon = state.horizon if state is not None else now
@@ -759,11 +803,19 @@ class Applier:
                         elif at is not None and state is not None and at < state.horizon:
                             c.put_retention(at, k)
                     else:
-                        if (at := due_at(k)) is not None and at <= now:
-                            due.append(k)
-                        # a status key stands for its CRL entry, its sealed facts, or both
-                        if (at := _facts_erasable_at(c, k)) is not None and at <= now:
-                            facts.append(k)
+                        # a status key stands for its CRL entry, its sealed facts, or both;
+                        # each not due yet is listed again at its own instant (a commit lists a
+                        # CRL entry at the earliest instant its shortest period allows)
+                        if (at := due_at(k)) is not None:
+                            if at <= now:
+                                due.append(k)
+                            elif at < horizon:
+                                c.put_retention(at, k)
+                        if (at := _facts_erasable_at(c, k)) is not None:
+                            if at <= now:
+                                facts.append(k)
+                            elif at < horizon:
+                                c.put_retention(at, k)
             due.sort()  # key order, from the agenda as from the scan
             facts.sort()
             notices.sort()

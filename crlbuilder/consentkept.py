@@ -27,11 +27,14 @@ before; after it, about a certificate of the holder, ``not-provided`` where it s
 
 The instant only grows: a status record is never deleted and keeps its notAfter when erased
 (`store.writer.Commit.erase`), and an issuance adds a later notAfter. So an agenda entry
-(`crlbuilder.retention`) is checked again when its time comes, and a consent recorded after the
-agenda's scan falls due no earlier than the longest period from when it was recorded, which the
-watermark of the CRL entries' recordedAt (`store.format.META_REVOKED_FROM`) covers: lowered by
-its recordedAt, the agenda is stale when even the shortest period from it ends before the
-horizon (a consent read late).
+(`crlbuilder.retention`) is checked again when its time comes (and listed again at its own
+instant when not due yet), and a consent or withdrawal written after the agenda's scan falls
+due no earlier than the longest period from when it was recorded: the commit that writes it
+lists the holder key at the end of the shortest period from its recordedAt
+(`store.writer.Commit.put_consent`, ``put_withdrawal``). On an agenda an earlier release made to
+a horizon, it lowers the watermark of the CRL entries' recordedAt
+(`store.format.META_REVOKED_FROM`) instead, and the agenda is stale when even the shortest
+period from it ends before the horizon (a consent read late).
 
 Withdrawals (rules 9, `crlbuilder.release`). Records may be read in another order than they were
 made, and the holder's last word decides: the latest recordedAt of the holder's grants and

@@ -15,10 +15,11 @@ of the holder's certificate in effect now):
   §4.1.2.5: notAfter's own second is still inside the period, `crlbuilder.validity`).
 
 Found without reading every certificate at each erasure: the scan that makes the retention
-agenda (`crlbuilder.retention`) reads every sealed entry once and lists those due before its
-horizon under their status key; a certificate added later with facts due before the agenda's
-horizon is listed by the commit that adds it (`store.writer.Commit.add_certificate`). A key
-taken off the agenda is checked again (`erasable_at` of its status then).
+agenda (`crlbuilder.retention`) reads every sealed entry once and lists each under its status
+key at its instant; a certificate added later is listed by the commit that adds it
+(`store.writer.Commit.add_certificate`; on an agenda an earlier release made to a horizon, only
+when due before it). A key taken off the agenda is checked again (`erasable_at` of its status
+then).
 
 No rule, answer, lateness bound or digest reads a certificate's facts once it lost effect, so
 erasing them writes other bytes than an earlier release only in ``holders`` and the agenda, and

@@ -23,7 +23,7 @@ from crlbuilder.retention import NOTICES, periods_digest, scanned
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from crlbuilder.store.writer import Commit
-from tests.support.store import dump_store
+from tests.support.store import agenda, dump_store
 from tests.test_apply import H1, INDEX, KEY, World, issuance, ts
 from tests.test_lapse_time import FakeClock, published
 from tests.test_lapsed_erasure import domestic, pending
@@ -369,18 +369,18 @@ def test_an_entry_kept_since_the_scan_for_a_record_read_late_goes_at_once(
 
 def test_an_entry_kept_in_time_costs_no_scan(world: World) -> None:
     """A move-in made five days before the scan, its record read after it (a usual lag): it can
-    fall due six years on at the earliest (`keptfor.move_in_due_from`), so the agenda stays good
-    and the next erasure reads it alone, with 30-day periods too (a watermark of recordedAt, as
-    CRL entries lower, would have made every CRL entry be read again)."""
+    fall due six years on at the earliest (`keptfor.move_in_due_from`): the commit lists its
+    holder there (the agenda is complete, no watermark), so the agenda stays good and no erasure
+    scans, with 30-day periods too."""
     now = epoch(datetime.fromisoformat(ts(300)))
     erase(world, now, agenda=True)
     rec = change(300 + 60 / 86_400, "move-in-notice")
     rec["notified_at"] = ts(295)
     read_at(world, now + 60, [rec])
     with world.store.read() as r:
-        assert r.kept_written_from() == keptfor.move_in_due_from(
-            epoch(datetime.fromisoformat(ts(295)))
-        )
+        assert r.kept_written_from() is None  # the commit lists it on the agenda (complete)
+    due_from = keptfor.move_in_due_from(epoch(datetime.fromisoformat(ts(295))))
+    assert (due_from, bytes.fromhex(H1)) in agenda(world.store)
     erase(world, now + 120, agenda=True)
     with world.store.read() as r:
         state = r.retention_state()

@@ -94,9 +94,11 @@ DB_CHANGES: Final = b"changes"
 the commit that wrote it, written in that commit's transaction, pruned past a horizon
 (`META_CHANGES_FROM`). See `change_key` and `commit_marker_key`."""
 DB_RETENTION: Final = b"retention"
-"""The builder's retention agenda (`crlbuilder.retention`): the CRL entries that fall due for
-erasure (Ord §70(1)(iii)) before `META_RETENTION`'s horizon, keyed `retention_key`, empty
-values. Rewritten by the scan that makes it, taken from as entries fall due."""
+"""The builder's retention agenda (`crlbuilder.retention`): the CRL entries (and what else it
+lists) that fall due for erasure (Ord §70(1)(iii)), every one not yet due (an agenda an earlier
+release made: before `META_RETENTION`'s horizon), keyed `retention_key`, empty values. Rewritten
+by the scan that makes it, added to by the commits that write an entry, taken from as entries
+fall due (and listed again at their own instant when not due yet)."""
 DB_LAPSES: Final = b"lapses"
 """The move-out notices (転出届) whose 30-day lapse (Act §31(2)) is not written yet, in order of
 their planned date: `lapse_key`, empty values. `crlbuilder.store.writer.Commit` keeps it with
@@ -600,6 +602,19 @@ _REVOKED_RECORDED_AT: Final = struct.Struct(">q")
 _REVOKED_RECORDED_AT_OFFSET: Final = 14
 
 
+_REVOKED_CATEGORY_AND_RECORDED_AT: Final = struct.Struct(">9xB4xq4x")
+"""`_REVOKED`'s ``category`` and ``recorded_at`` alone."""
+
+
+def revoked_category_and_recorded_at(value: bytes) -> tuple[int, int]:
+    """(``category``, ``recorded_at``) of a packed `RevokedEntry`, the rest not decoded (the
+    retention scan's pass over every entry); `StoreCorrupt` for one of another length."""
+    if len(value) != _REVOKED.size:
+        raise corrupt("revoked", len(value), f"{_REVOKED.size} bytes")
+    category, at = _REVOKED_CATEGORY_AND_RECORDED_AT.unpack(value)
+    return int(category), int(at)
+
+
 def revoked_recorded_at(value: bytes) -> int:
     """``recorded_at`` of a packed `RevokedEntry`, without unpacking the rest (retention scans)."""
     if len(value) != _REVOKED.size:
@@ -759,6 +774,18 @@ class RetentionState(msgspec.Struct, frozen=True, kw_only=True):
     periods: str
     """The retention periods the scan applied and how it counted them
     (`crlbuilder.retention.periods_digest`, `crlbuilder.periods.RULE`)."""
+    shortest: int = 0
+    """The shortest of those periods in days, in a complete agenda: a commit lists a CRL entry,
+    a lapsed notice or a consent it writes at the end of that period from its recordedAt
+    (`crlbuilder.retention`); 0 in an agenda made to a horizon (an earlier release's, which
+    does not write it: JSON, its decoder ignores the field)."""
+
+    @property
+    def complete(self) -> bool:
+        """The agenda lists every entry whenever it falls due, and every commit lists what it
+        writes (`crlbuilder.retention.NO_HORIZON`), rather than only what falls due before
+        ``horizon``."""
+        return self.shortest > 0
 
 
 class ErasedState(msgspec.Struct, frozen=True, kw_only=True):

@@ -557,10 +557,18 @@ class LmdbReader(ReaderRules):
         for key, value in self._range(sf.DB_REVOKED, issuer_index, after):
             yield key, sf.unpack_revoked(value)
 
-    def revoked_recorded(self) -> Iterator[tuple[bytes, int]]:
-        """(status key, recordedAt) of every CRL entry: the retention scan's cheap first pass."""
+    def revoked_recorded(self) -> Iterator[tuple[bytes, int, int]]:
+        """(status key, recordedAt, legal category) of every CRL entry: the retention scan's
+        pass, the rest of each entry not decoded."""
         for key, value in self._range(sf.DB_REVOKED, None):
-            yield key, sf.revoked_recorded_at(value)
+            category, recorded_at = sf.revoked_category_and_recorded_at(value)
+            yield key, recorded_at, category
+
+    def not_after(self, key: bytes) -> int | None:
+        """The notAfter of the certificate at status ``key`` (None: no status record), the rest
+        of its record not decoded (the retention scan's, `crlbuilder.apply.due_instant`)."""
+        raw = self._txn.get(key, db=self._status_db)
+        return None if raw is None else sf.status_state_and_end(raw)[1]
 
     def sealed_ends(self) -> Iterator[tuple[bytes, int | None, int]]:
         """(status key, state or None when it has no status record, notAfter) of every

@@ -47,6 +47,7 @@ from typing import Final
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import LmdbError, Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
@@ -54,8 +55,8 @@ from crlbuilder.store.reader import LmdbReader, StoredAnswer
 Clock = Callable[[], datetime]
 """The caller's clock: dates the commit (`META_COMMITTED_AT`)."""
 
-_NO_AGENDA: Final = -(1 << 63)
-"""`Commit._list_facts`'s horizon of a store with no retention agenda yet: nothing is before it."""
+_UNREAD: Final = sf.RetentionState(scanned_at=0, horizon=0, periods="")
+"""`Commit._agenda` before this commit read the retention agenda's state."""
 _NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
 """The holder of an imported CRL entry: the 機構's CRL names none."""
 
@@ -68,12 +69,12 @@ class Commit(LmdbReader):
     """
 
     __slots__ = (
+        "_agenda",
         "_answers_in",
         "_applied_db",
         "_changes_db",
         "_clock",
         "_env",
-        "_facts_horizon",
         "_holders_db",
         "_kept_from",
         "_links_cur",
@@ -121,12 +122,15 @@ class Commit(LmdbReader):
         """Losses of effect this commit appended to the changes feed."""
         self._revoked_from: int | None = None
         """The earliest recordedAt of the CRL entries this commit writes (and lapsedAt of the
-        lapsed move-out notices, `put_pending`): lowers `META_REVOKED_FROM` when it commits."""
+        lapsed move-out notices, `put_pending`, recordedAt of consents) when the store's
+        retention agenda is not complete: lowers `META_REVOKED_FROM` when it commits."""
         self._kept_from: int | None = None
         """The earliest instant an entry this commit keeps in ``taken`` or ``moveins`` can fall
-        due (`crlbuilder.keptfor`): lowers `META_KEPT_FROM` when it commits."""
-        self._facts_horizon: int | None = None
-        """The retention agenda's horizon, read by the first `_list_facts` of this commit."""
+        due (`crlbuilder.keptfor`) when the agenda is not complete: lowers `META_KEPT_FROM`
+        when it commits."""
+        self._agenda: sf.RetentionState | None = _UNREAD
+        """The retention agenda's state, read once by this commit's first write that lists on it
+        (`_agenda_state`)."""
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
@@ -199,8 +203,23 @@ class Commit(LmdbReader):
                 self._txn.put(sf.META_KEPT_FROM, sf.pack_i64(self._kept_from), db=self._meta_db)
         self._txn.commit()
 
-    def _wrote_revoked(self, recorded_at: int) -> None:
-        if self._revoked_from is None or recorded_at < self._revoked_from:
+    def _agenda_state(self) -> sf.RetentionState | None:
+        if self._agenda is _UNREAD:
+            self._agenda = self.retention_state()
+        return self._agenda
+
+    def _wrote_revoked(self, key: bytes | None, recorded_at: int) -> None:
+        """This commit wrote, under ``key``, an entry that falls due for erasure no earlier than
+        the shortest retention period from ``recorded_at`` (a CRL entry, a lapsed notice, a
+        consent: `crlbuilder.retention`): listed on a complete agenda at that period's end
+        (checked then, and listed again at its own instant), else it lowers `META_REVOKED_FROM`.
+        ``key`` None: an entry no erasure takes (an imported CRL's, no legal category), listed
+        nowhere; it lowers the watermark of an agenda made to a horizon, as it always did."""
+        state = self._agenda_state()
+        if state is not None and state.complete:
+            if key is not None:
+                self.put_retention(kept_until(recorded_at, state.shortest), key)
+        elif self._revoked_from is None or recorded_at < self._revoked_from:
             self._revoked_from = recorded_at
 
     def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
@@ -246,13 +265,11 @@ class Commit(LmdbReader):
     def _list_facts(self, key: bytes, due: int) -> None:
         """Facts sealed by this commit that fall due at ``due`` (the second after notAfter,
         `crlbuilder.factskept.erasable_at`): listed on the retention agenda under their status
-        key when that is before the agenda's horizon (a certificate whose record is read late;
-        a usual one ends years later), so that the agenda stays complete without a scan. No
-        agenda yet: its first scan finds them. The horizon is read once per commit."""
-        if self._facts_horizon is None:
-            state = self.retention_state()
-            self._facts_horizon = state.horizon if state is not None else _NO_AGENDA
-        if due < self._facts_horizon:
+        key (on one made to a horizon, only when that is before it: a certificate whose record
+        is read late), so that the agenda needs no scan for them. No agenda yet: its first scan
+        finds them."""
+        state = self._agenda_state()
+        if state is not None and due < state.horizon:
             self.put_retention(due, key)
 
     def drop_facts(self, key: bytes) -> bool:
@@ -295,8 +312,11 @@ class Commit(LmdbReader):
         put(key, new.pack(), db=self._status_db)
         entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
         put(key, entry, db=self._revoked_db)
-        self._txn.delete(key, db=self._holders_db)
-        self._wrote_revoked(recorded_at)
+        if self._txn.delete(key, db=self._holders_db):
+            # their listing goes with them (`_list_facts`), before the entry's own is written: a
+            # complete agenda keeps one entry per thing that can still fall due
+            self._txn.delete(sf.retention_key(st.not_after + 1, key), db=self._dbs[sf.DB_RETENTION])
+        self._wrote_revoked(key, recorded_at)
         self.wrote = self.changed = True
         self._drop_answer(key)
         self._lost(key)
@@ -340,7 +360,7 @@ class Commit(LmdbReader):
         ``reason``, no legal category, no holder, recorded when revoked."""
         self._put(sf.DB_STATUS, key, sf.pack_listed_status(self.seq, reason, family, at))
         self._put(sf.DB_REVOKED, key, sf.pack_listed_entry(self.seq, reason, at))
-        self._wrote_revoked(at)  # a listed entry is recorded when revoked
+        self._wrote_revoked(None, at)  # a listed entry is recorded when revoked
         self._drop_answer(key)
         self._lost(key)
 
@@ -355,7 +375,7 @@ class Commit(LmdbReader):
         status, entry = sf.pack_listed_status, sf.pack_listed_entry
         self._append(sf.DB_STATUS, [(k, status(seq, r, family, at)) for k, at, r in entries])
         self._append(sf.DB_REVOKED, [(k, entry(seq, r, at)) for k, at, r in entries])
-        self._wrote_revoked(min(at for _, at, _ in entries))
+        self._wrote_revoked(None, min(at for _, at, _ in entries))
         lost, head = sf.CHANGE_LOST, sf.pack_u32(seq)
         self._append(sf.DB_CHANGES, [(head + k, lost) for k, _, _ in entries])
         self.lost += len(entries)
@@ -411,19 +431,34 @@ class Commit(LmdbReader):
 
     # --- the builder's retention agenda (`crlbuilder.retention`) ---------------------
 
-    def rebuild_retention(self, state: sf.RetentionState, later: list[tuple[int, bytes]]) -> None:
+    def rebuild_retention(
+        self, state: sf.RetentionState, later: Iterable[tuple[int, bytes]]
+    ) -> None:
         """The agenda a scan of every CRL entry in this transaction made: ``later`` holds every
-        (due instant, status key) that falls due before ``state.horizon``, in any order. The
-        entries written before it are all seen: `META_REVOKED_FROM` goes."""
-        db = self._dbs[sf.DB_RETENTION]
-        self._txn.drop(db, delete=False)
-        if later:
-            # a set: a status key may be listed for its CRL entry and its facts alike
-            items = sorted({(sf.retention_key(due, key), b"") for due, key in later})
-            self._txn.cursor(db=db).putmulti(items, append=True)
+        (due instant, status or holder key) that falls due before ``state.horizon`` (every one
+        not due yet, in a complete agenda), in any order. The entries written before it are all
+        seen: `META_REVOKED_FROM` and `META_KEPT_FROM` go, and this commit's later writes list
+        by ``state``."""
+        self._txn.drop(self._dbs[sf.DB_RETENTION], delete=False)
+        self.add_retention(later)
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
+        self._agenda = state
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
         self._txn.delete(sf.META_KEPT_FROM, db=self._meta_db)
+
+    def add_retention(self, later: Iterable[tuple[int, bytes]]) -> None:
+        """List every (due instant, key) of ``later`` on the retention agenda at once: a scan's
+        (`rebuild_retention`), in chunks when it lists many, so that it never holds every entry
+        of the store in memory. Appended in key order (full pages) while every key sorts after
+        those already listed: the first chunk, into the agenda the scan emptied."""
+        # a set: a status key may be listed for its CRL entry and its facts at one instant
+        keys = sorted({sf.retention_key(due, key) for due, key in later})
+        if not keys:
+            return
+        cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
+        append = not cur.last() or bytes(cur.key()) < keys[0]
+        cur.putmulti(((k, b"") for k in keys), append=append)
+        self.wrote = True
 
     def put_erased_state(self, state: sf.ErasedState) -> None:
         """Record what this erasure past retention may have taken from records read later
@@ -519,14 +554,14 @@ class Commit(LmdbReader):
     def put_pending(self, holder: bytes, pending: sf.PendingMoveOut) -> None:
         """The holder's move-out notice, and its place in the lapse index while not lapsed.
         Once lapsed, the notice falls due for erasure no earlier than its lapse record's
-        retention (`crlbuilder.lapsed`): its ``lapsed_at`` lowers `META_REVOKED_FROM` as a CRL
-        entry recorded then does, so the retention agenda sees it (`crlbuilder.retention`)."""
+        retention (`crlbuilder.lapsed`): listed on the retention agenda under the holder key as a
+        CRL entry recorded at its ``lapsed_at`` is (`_wrote_revoked`, `crlbuilder.retention`)."""
         self._unindex_pending(holder)
         self._put(sf.DB_PENDING, holder, msgspec.json.encode(pending))
         if not pending.lapsed_at:
             self._txn.put(sf.lapse_key(pending.planned_date, holder), b"", db=self._lapses_db)
         else:
-            self._wrote_revoked(pending.lapsed_at)
+            self._wrote_revoked(holder, pending.lapsed_at)
 
     def delete_pending(self, holder: bytes, *, change: bool = True) -> None:
         """The holder's move-out notice goes (ended by a later notice, or, ``change`` False, a
@@ -559,11 +594,11 @@ class Commit(LmdbReader):
     ) -> None:
         """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`): its own
         state, read by no answer, so it moves no commit. ``due_from``: the earliest instant the
-        move-in added can fall due for erasure (`crlbuilder.keptfor.move_in_due_from`), which
-        lowers `META_KEPT_FROM`, so the retention agenda sees it (`crlbuilder.retention`)."""
+        move-in added can fall due for erasure (`crlbuilder.keptfor.move_in_due_from`): the
+        holder is listed on the retention agenda then (`_wrote_kept`, `crlbuilder.retention`)."""
         self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_ins), change=False)
         if due_from is not None:
-            self._wrote_kept(due_from)
+            self._wrote_kept(holder, due_from)
 
     def put_taken(
         self, holder: bytes, taken: list[sf.Taken], *, due_from: int | None = None
@@ -573,10 +608,16 @@ class Commit(LmdbReader):
         `put_move_ins` (`crlbuilder.keptfor.taken_due_from`)."""
         self._put(sf.DB_TAKEN, holder, msgspec.json.encode(taken), change=False)
         if due_from is not None:
-            self._wrote_kept(due_from)
+            self._wrote_kept(holder, due_from)
 
-    def _wrote_kept(self, due_from: int) -> None:
-        if self._kept_from is None or due_from < self._kept_from:
+    def _wrote_kept(self, holder: bytes, due_from: int) -> None:
+        """The holder's kept entry written by this commit can fall due from ``due_from``:
+        listed there on a complete agenda (checked then, with the holder's other entries),
+        else it lowers `META_KEPT_FROM`."""
+        state = self._agenda_state()
+        if state is not None and state.complete:
+            self.put_retention(due_from, holder)
+        elif self._kept_from is None or due_from < self._kept_from:
             self._kept_from = due_from
 
     def delete_taken(self, holder: bytes) -> None:
@@ -588,11 +629,12 @@ class Commit(LmdbReader):
         self._delete(sf.DB_MOVE_INS, holder, change=False)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
-        """The holder's consent; its ``recorded_at`` lowers `META_REVOKED_FROM` as a CRL entry
-        recorded then does: it falls due for erasure no earlier than a retention period from it
-        (`crlbuilder.consentkept`), so the retention agenda sees one read late."""
+        """The holder's consent, listed on the retention agenda under the holder key as a CRL
+        entry recorded at ``recorded_at`` is (`_wrote_revoked`): it falls due for erasure no
+        earlier than a retention period from it (`crlbuilder.consentkept`), so the agenda sees
+        one read late."""
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
-        self._wrote_revoked(recorded_at)
+        self._wrote_revoked(holder, recorded_at)
 
     def delete_consent(self, holder: bytes, verifier: str) -> bool:
         """The holder's consent to ``verifier`` gone (withdrawn, or erased): what record-info
@@ -601,11 +643,12 @@ class Commit(LmdbReader):
 
     def put_withdrawal(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         """A withdrawal of the holder's consent kept (`DB_WITHDRAWALS`): the builder's own state,
-        read by no answer, so it moves no commit; its ``recorded_at`` lowers `META_REVOKED_FROM`
-        as a consent's does (it falls due as a consent recorded then, `crlbuilder.consentkept`)."""
+        read by no answer, so it moves no commit; listed on the retention agenda under the holder
+        key as a consent recorded at ``recorded_at`` is (`_wrote_revoked`: it falls due as that
+        consent would, `crlbuilder.consentkept`)."""
         key = sf.consent_key(holder, verifier)
         self._put(sf.DB_WITHDRAWALS, key, sf.pack_i64(recorded_at), change=False)
-        self._wrote_revoked(recorded_at)
+        self._wrote_revoked(holder, recorded_at)
 
     def delete_withdrawal(self, holder: bytes, verifier: str) -> bool:
         """The withdrawal kept gone (erased, or outranked by a later grant): moves no commit."""

@@ -63,3 +63,9 @@ times, pre-signed answers and CRLs differ)."""
 def node_state(store: Store | Path) -> Dump:
     """`dump_store` of the `NODE_STATE` databases only."""
     return dump_store(store, skip=[n for n in sf.ALL_DBS if n not in NODE_STATE])
+
+
+def agenda(store: Store) -> list[tuple[int, bytes]]:
+    """The retention agenda (`crlbuilder.retention`) as the store holds it: (due instant, key)
+    in due order, a status key (22 bytes) or a holder key (32)."""
+    return [sf.split_retention_key(k) for k, _ in dump_store(store)[sf.DB_RETENTION.decode()]]

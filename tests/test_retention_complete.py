@@ -1,0 +1,343 @@
+"""The complete retention agenda (`crlbuilder.retention`): once scanned, never scanned again.
+
+The erasure past retention scanned every CRL entry, lapsed notice, kept entry, consent and sealed
+facts entry in its one write transaction whenever its agenda ran out (every 30 days) or a commit
+wrote an entry that could fall due before the agenda's horizon; the builder has one writer, so a
+revocation read meanwhile waited for the whole scan (bench/bench_scan_wait.py). Now every commit
+lists what it writes, whenever it falls due: after the first scan an erasure reads only what the
+agenda names by then, and erases what a scan of every entry would erase at that instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from crlbuilder import apply
+from crlbuilder.model import Category, Family
+from crlbuilder.periods import kept_until
+from crlbuilder.retention import (
+    LOOKAHEAD,
+    next_erasure,
+    periods_digest,
+    scanned,
+    scanned_whole,
+    stale,
+)
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import LmdbReader
+from tests.support.store import NODE_STATE, agenda, dump_store
+from tests.test_apply import INDEX as INDICES
+from tests.test_apply import World, issuance, rid, ts
+
+DAY = 86_400
+ISSUER = "sign-card-g2"
+INDEX = INDICES[ISSUER]
+T0 = int(datetime.fromisoformat(ts(0)).timestamp())
+SCANS = (
+    "revoked_recorded",
+    "sealed_ends",
+    "pending_notices",
+    "taken_kept",
+    "move_ins_kept",
+    "consents_kept",
+    "withdrawals_kept",
+)
+"""What a scan of every entry reads (`Applier.erase_past_retention`); an erasure from the agenda
+reads none of them."""
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+def retention(family: Family, category: Category) -> int:
+    return 100 if category is Category.REQUEST else 200
+
+
+def _no_scan(self: LmdbReader) -> Iterator[object]:
+    raise AssertionError("the agenda was not used: every entry was read")
+
+
+def _revocation(serial: int, day: float) -> dict[str, object]:
+    return {"type": "revocation-request", "id": rid(), "recorded_at": ts(day), "issuer": ISSUER,
+            "serial": serial, "reason": "loss"}  # fmt: skip
+
+
+def _consent(holder: str, day: float) -> dict[str, object]:
+    return {"type": "consent", "id": rid(), "recorded_at": ts(day), "holder": holder,
+            "verifier": "bank", "granted": True}  # fmt: skip
+
+
+def _erase(w: World, day: float, monkeypatch: pytest.MonkeyPatch | None = None) -> list[int]:
+    """Erase at ``day``; with ``monkeypatch``, any read of every entry fails the test. Returns
+    what went: CRL entries, facts, consents."""
+    with pytest.MonkeyPatch.context() as m:
+        if monkeypatch is not None:
+            for name in SCANS:
+                m.setattr(LmdbReader, name, _no_scan)
+        ap = w.apply([])
+        ap.erase_past_retention(int(T0 + day * DAY), retention, keep_time=False, agenda=True)
+    return [ap.summary.erased, ap.summary.facts_erased, ap.summary.consents_erased]
+
+
+def _scan(w: World, day: float) -> list[int]:
+    ap = w.apply([])
+    ap.erase_past_retention(int(T0 + day * DAY), retention, keep_time=False)
+    return [ap.summary.erased, ap.summary.facts_erased, ap.summary.consents_erased]
+
+
+def test_after_its_first_scan_the_agenda_erases_what_every_scan_erases_and_never_scans_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores given the same records, erased at the same instants: one reads every entry
+    each time, the other keeps the agenda and reads no entry after its first erasure, across
+    the 30-day horizon an earlier release's agenda had, a revocation recorded long ago read
+    after the scan (due before that horizon: it made the agenda stale), facts sealed and a
+    consent written since. The same go at each instant, and the two hold the same bytes."""
+    holders = [f"{i:02x}" * 32 for i in range(0x30, 0x38)]
+    base = [
+        issuance(10, ISSUER, holders[0], 0, not_after=ts(300)),  # due at day 300 (notAfter)
+        issuance(11, ISSUER, holders[1], 0, not_after=ts(120)),  # its facts: day 120
+        issuance(12, ISSUER, holders[2], 0, not_after=ts(130)),  # due at day 130
+        issuance(13, ISSUER, holders[3], 0, not_after=ts(200)),  # due at day 200
+        issuance(14, ISSUER, holders[4], 0, not_after=ts(90)),
+        issuance(15, ISSUER, holders[5], 0, not_after=ts(1400)),
+        _revocation(10, 10),
+        _revocation(12, 20),
+        _revocation(13, 30),
+    ]
+    late = [_revocation(14, 1)]  # recorded at day 1, read at day 60: due at day 102
+    since = [
+        issuance(16, ISSUER, holders[6], 100, not_after=ts(400)),  # facts due at day 400
+        _revocation(15, 135),  # due at day 1400 (notAfter)
+        _consent(holders[6], 101),  # due 200 days after serial 16's notAfter
+    ]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept, every = World(tmp_path / "a"), World(tmp_path / "b")
+    for w in (kept, every):
+        w.apply(base)
+    assert _erase(kept, 50) == _scan(every, 50) == [0, 0, 0]  # the first: a scan
+    kept.store.close()  # a builder started again: only the store carries the agenda
+    kept.store = Store.open(kept.tmp / "store", readonly=False, map_size=1 << 26)
+    steps: list[tuple[float, list[dict[str, object]]]] = [
+        (60, late), (81, []), (100, since), (103, []), (121, []), (131, []), (201, []),
+        (301, []), (400, []), (400 + 2 / DAY, []), (600, []), (601, []), (1400, []), (1700, []),
+    ]  # fmt: skip
+    went: list[list[int]] = []
+    for day, records in steps:
+        for w in (kept, every):
+            w.apply(records)
+        got = _erase(kept, day, monkeypatch)
+        assert got == _scan(every, day), f"day {day}"
+        went.append(got)
+    assert went == [
+        [0, 0, 0], [0, 0, 0], [0, 0, 0],
+        [1, 0, 0],  # serial 14, recorded long ago, read after the scan
+        [0, 1, 0],  # serial 11's facts, the second after its notAfter
+        [1, 0, 0], [1, 0, 0], [1, 0, 0],  # serials 12, 13, 10
+        [0, 0, 0], [0, 1, 0],  # serial 16's facts, the second after its notAfter
+        [0, 0, 0], [0, 0, 1],  # the consent: 200 days from the day after serial 16's end
+        [1, 0, 0],  # serial 15, at its notAfter (its period ended at day 236)
+        [0, 0, 0],
+    ]  # fmt: skip
+    with kept.store.read() as r:
+        state = r.retention_state()
+    assert state is not None and state.scanned_at == T0 + 50 * DAY and state.complete
+    assert dump_store(kept.store, skip=_not_node_state()) == dump_store(
+        every.store, skip=_not_node_state()
+    )
+    kept.store.close()
+    every.store.close()
+
+
+def _not_node_state() -> list[bytes]:
+    return [name for name in sf.ALL_DBS if name not in NODE_STATE]
+
+
+def test_an_erasure_reads_what_falls_due_not_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait a revocation can suffer behind an erasure: after the first scan, an erasure past
+    30-day horizons reads as many entries on a store of 4 revoked certificates as on one of 40
+    (none is due): what it reads is bounded by what falls due, not by the store's size."""
+    reads: list[int] = []
+
+    def counted(w: World) -> int:
+        n = 0
+        real_status, real_entry = LmdbReader.status, LmdbReader.revoked_entry
+
+        def status(self: LmdbReader, key: bytes) -> sf.StatusRecord | None:
+            nonlocal n
+            n += 1
+            return real_status(self, key)
+
+        def entry(self: LmdbReader, key: bytes) -> sf.RevokedEntry | None:
+            nonlocal n
+            n += 1
+            return real_entry(self, key)
+
+        with monkeypatch.context() as m:
+            m.setattr(LmdbReader, "status", status)
+            m.setattr(LmdbReader, "revoked_entry", entry)
+            for day in (81, 111, 141, 171):  # each past an earlier release's horizon
+                assert _erase(w, day, monkeypatch) == [0, 0, 0]
+        return n
+
+    for size in (4, 40):
+        (tmp_path / str(size)).mkdir()
+        w = World(tmp_path / str(size))
+        w.apply(
+            [issuance(100 + n, ISSUER, f"{n:064x}", 0, not_after=ts(1000)) for n in range(size)]
+            + [_revocation(100 + n, 40) for n in range(size)]
+        )
+        _erase(w, 50)  # the first erasure scans, once
+        with w.store.read() as r:
+            assert r.count(sf.DB_REVOKED) == size
+        reads.append(counted(w))
+        w.store.close()
+    assert reads == [0, 0]
+
+
+def test_a_commit_lists_what_it_writes_on_a_complete_agenda_and_lowers_no_watermark(
+    world: World,
+) -> None:
+    """A revocation at the end of the shortest period from its recordedAt (the listing of the
+    facts it deletes gone), the facts it seals at the second after notAfter, a consent as a CRL
+    entry: on the agenda in the commit that writes them; the watermarks stay unset, so the
+    agenda stays good."""
+    holder = "3a" * 32
+    world.apply([issuance(20, ISSUER, holder, 0, not_after=ts(700))])
+    _erase(world, 10)
+    world.apply([issuance(21, ISSUER, "3c" * 32, 11, not_after=ts(800)), _revocation(20, 12),
+                 _consent(holder, 13)])  # fmt: skip
+    with world.store.read() as r:
+        assert r.revoked_written_from() is None and r.kept_written_from() is None
+    key20, key21 = sf.status_key(INDEX, 20), sf.status_key(INDEX, 21)
+    listed = agenda(world.store)
+    at = int(datetime.fromisoformat(ts(800)).timestamp()) + 1
+    # serial 20's facts went with its revocation, and their listing (day 700) with them: one
+    # entry per thing that can still fall due
+    revoked_at = kept_until(int(datetime.fromisoformat(ts(12)).timestamp()), 100)
+    assert [e for e in listed if e[1] == key20] == [(revoked_at, key20)]
+    assert (at, key21) in listed
+    holder_at = kept_until(int(datetime.fromisoformat(ts(13)).timestamp()), 100)
+    assert (holder_at, bytes.fromhex(holder)) in listed
+    # taken at that instant: the CRL entry listed again at its own (notAfter, day 700)
+    _erase(world, 113, None)
+    listed = agenda(world.store)
+    assert (int(datetime.fromisoformat(ts(700)).timestamp()), key20) in listed
+    assert (kept_until(int(datetime.fromisoformat(ts(12)).timestamp()), 100), key20) not in listed
+
+
+def test_a_withdrawal_written_on_a_complete_agenda_is_listed_and_erased_without_a_scan(
+    world: World,
+) -> None:
+    """A withdrawal of consent kept (rules 9, `crlbuilder.consentkept`) is listed under its
+    holder key by the commit that writes it, as a consent is (`Commit.put_withdrawal`): no
+    watermark lowered, and it goes at its instant by an erasure that reads no store-wide pass."""
+    holder = "3d" * 32
+    world.apply([issuance(22, ISSUER, holder, 0, not_after=ts(700)), _consent(holder, 1)])
+    _erase(world, 10)
+    world.apply([{**_consent(holder, 13), "granted": False}])
+    with world.store.read() as r:
+        assert r.revoked_written_from() is None and r.kept_written_from() is None
+        assert r.consent(bytes.fromhex(holder), "bank") is None
+        assert r.withdrawal(bytes.fromhex(holder), "bank") is not None
+    holder_at = kept_until(int(datetime.fromisoformat(ts(13)).timestamp()), 100)
+    assert (holder_at, bytes.fromhex(holder)) in agenda(world.store)
+    ap = world.apply([])
+    due = kept_until(int(datetime.fromisoformat(ts(700)).timestamp()), 200)
+    with pytest.MonkeyPatch.context() as m:
+        for name in SCANS:
+            m.setattr(LmdbReader, name, _no_scan)
+        ap.erase_past_retention(due - 1, retention, keep_time=False, agenda=True)
+        assert ap.summary.withdrawals_erased == 0
+        ap.erase_past_retention(due, retention, keep_time=False, agenda=True)
+    assert ap.summary.withdrawals_erased == 1
+    with world.store.read() as r:
+        assert r.withdrawal(bytes.fromhex(holder), "bank") is None
+
+
+def test_a_commit_of_an_earlier_release_makes_a_complete_agenda_stale(world: World) -> None:
+    """A builder of an earlier release lists nothing and lowers a watermark: the next erasure
+    scans every entry (and finds what that commit wrote)."""
+    holder = "3b" * 32
+    world.apply([issuance(30, ISSUER, holder, 0, not_after=ts(50))])
+    _erase(world, 10)
+    world.apply([_revocation(30, 11)])
+    key = sf.status_key(INDEX, 30)
+    with world.store.env.begin(write=True) as txn:  # what that release's commit leaves
+        for k, _ in list(txn.cursor(db=world.store.dbs[sf.DB_RETENTION])):
+            if bytes(k).endswith(key):
+                txn.delete(k, db=world.store.dbs[sf.DB_RETENTION])
+        txn.put(sf.META_REVOKED_FROM, sf.pack_i64(T0 + 11 * DAY),
+                db=world.store.dbs[sf.DB_META])  # fmt: skip
+    with pytest.raises(AssertionError, match="every entry was read"):
+        _erase(world, 112, pytest.MonkeyPatch())
+    assert _erase(world, 112) == [1, 0, 0]
+    with world.store.read() as r:
+        assert r.revoked_written_from() is None
+
+
+def test_a_complete_agenda_is_stale_only_for_another_digest_an_earlier_clock_or_a_watermark() -> (
+    None
+):
+    """`retention.stale` and `retention.next_erasure` of a complete agenda: no horizon."""
+    periods = periods_digest(retention)
+    s = scanned_whole(T0, periods, 100)
+    assert s.complete and not scanned(T0, periods).complete
+    far = T0 + 100 * LOOKAHEAD
+    assert not stale(s, far, None, 100, periods)
+    assert stale(s, T0 - 1, None, 100, periods) and stale(s, far, None, 100, "other")
+    assert stale(s, far, T0 + 5 * DAY, 100, periods)  # a watermark: an earlier release's commit
+    assert stale(s, far, None, 100, periods, kept_since=far + 10**9)
+    assert next_erasure(s, None, None, 100) is None  # nothing listed: nothing falls due
+    assert next_erasure(s, far, None, 100) == far
+    assert next_erasure(s, far, T0, 100) == kept_until(T0, 100)
+    with pytest.raises(ValueError, match="shortest period"):
+        scanned_whole(T0, periods, 0)
+
+
+def test_an_earlier_releases_decoder_reads_the_complete_agenda_state() -> None:
+    """The state gains a field (``shortest``); msgspec's decoder of the earlier state ignores it
+    and sees another digest, so an earlier release scans again rather than use the agenda."""
+
+    class Earlier(msgspec.Struct, frozen=True, kw_only=True):
+        scanned_at: int
+        horizon: int
+        periods: str
+
+    raw = msgspec.json.encode(scanned_whole(T0, periods_digest(retention), 100))
+    got = msgspec.json.decode(raw, type=Earlier)
+    assert got.periods != periods_digest(retention, ("notices-1", "kept-1", "facts-1",
+                                                      "consents-1"))  # fmt: skip
+
+
+def test_a_scan_lists_in_chunks_what_it_lists_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan of a complete agenda lists every entry of the store: in chunks
+    (`apply.AGENDA_CHUNK`), so as not to hold them all in memory; the agenda is the same."""
+    records = [issuance(40 + n, ISSUER, f"{0x40 + n:02x}" * 32, 0, not_after=ts(500 + n))
+               for n in range(7)] + [_revocation(40 + n, 10 + n) for n in range(0, 7, 2)]  # fmt: skip
+    agendas = []
+    for chunk in (2, 1 << 19):
+        (tmp_path / str(chunk)).mkdir()
+        w = World(tmp_path / str(chunk))
+        w.apply(records)
+        with monkeypatch.context() as m:
+            m.setattr(apply, "AGENDA_CHUNK", chunk)
+            _erase(w, 20)
+        agendas.append(agenda(w.store))
+        w.store.close()
+    assert agendas[0] == agendas[1] and len(agendas[0]) == 7  # 4 CRL entries, 3 facts
