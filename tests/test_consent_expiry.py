@@ -331,3 +331,45 @@ def test_the_grants_bound_is_the_stores_not_the_holders(world: World) -> None:
     assert (late.summary.quarantined, late.summary.late) == (1, 1)
     world.apply([consent(H2, bound_day + 1, "g-h2-after")])
     assert kept(world, H2) == (at(bound_day + 1), None)
+
+
+def test_a_withdrawal_of_a_holder_with_no_certificate_yet_is_kept_and_ends_as_one_with_none(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the holder's first issuance (records in another order than made): kept, and
+    erased at `consentkept.erasable_at` with no sign certificate (the longest period from its
+    own recordedAt), found by the agenda; an issuance read meanwhile keeps it as long as its
+    certificate would keep a consent, and the grant it outranks grants nothing."""
+    holder = "55" * 32
+    two_holders(world)
+    ap = world.apply([withdrawal(holder, 10, "w-first")])
+    assert (ap.summary.applied, ap.summary.quarantined) == (1, 0)
+    assert kept(world, holder) == (None, at(10))
+    due = kept_until(at(10), LONGEST)
+    assert erase(world, due - 10 * DAY).summary.withdrawals_erased == 0  # a scan: listed
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "consents_kept", _no_scan)
+        m.setattr(LmdbReader, "withdrawals_kept", _no_scan)
+        assert erase(world, due - 1).summary.withdrawals_erased == 0
+        assert erase(world, due).summary.withdrawals_erased == 1
+    assert kept(world, holder) == (None, None)
+    world.apply([issuance(501, "sign-card-g1", holder, 2, not_after=ts(1500))])
+    late = world.apply([consent(holder, 5, "g-outranked")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)  # the bound: read too late
+    assert kept(world, holder) == (None, None)
+
+
+def test_an_issuance_read_after_a_withdrawal_of_its_holder_keeps_the_withdrawal_longer(
+    world: World,
+) -> None:
+    """The withdrawal's end grows with the holder's sign certificates as a consent's does."""
+    holder = "55" * 32
+    two_holders(world)
+    world.apply([withdrawal(holder, 10, "w-first")])
+    world.apply([issuance(501, "sign-card-g1", holder, 2, not_after=ts(600))])
+    assert erase(world, kept_until(at(10), LONGEST)).summary.withdrawals_erased == 0
+    world.apply([consent(holder, 5, "g-outranked")])  # no erasure bound refuses it yet
+    assert kept(world, holder) == (None, at(10))
+    due = kept_until(at(600), LONGEST)
+    assert erase(world, due - 1).summary.withdrawals_erased == 0
+    assert erase(world, due).summary.withdrawals_erased == 1

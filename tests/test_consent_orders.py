@@ -95,3 +95,37 @@ def test_every_read_order_of_a_holder_with_auth_certificates_only(world: World) 
     ap = world.apply(_records(holder, cases))
     assert ap.summary.quarantined == 0
     _check(world, holder, cases)
+
+
+@pytest.mark.parametrize("family", ["sign-card-g1", "auth-card-g1"])
+def test_a_withdrawal_read_before_any_certificate_of_its_holder_still_outranks_an_older_grant(
+    world: World, family: str
+) -> None:
+    """Every order of a holder's issuance (day 0), grant (day 5) and withdrawal (day 10): the
+    holder's latest word is the withdrawal, so no order may leave a consent. A withdrawal read
+    before the issuance is kept all the same (a withdrawal always applies, docs/records.md); a
+    grant read before it is refused (no certificate of the holder: a consent is for a holder the
+    store knows) and leaves nothing, which the withdrawal outranks anyway."""
+    holder = "44" * 32
+    records = {
+        "i": issuance(401, family, holder, 0, not_after=ts(300)),
+        "g": {"type": "consent", "id": "g", "recorded_at": ts(5), "holder": holder,
+              "verifier": "bank", "granted": True},
+        "w": {"type": "consent", "id": "w", "recorded_at": ts(10), "holder": holder,
+              "verifier": "bank", "granted": False},
+    }  # fmt: skip
+    got = {}
+    for n, order in enumerate(itertools.permutations("igw")):
+        h = f"{n + 5:02x}" * 32  # a holder of its own per order
+        batch = [{**records[k], "id": f"{records[k]['id']}-{n}", "holder": h} for k in order]
+        for rec in batch:
+            if rec["type"] == "issuance":
+                rec["serial"] = 500 + n
+        for rec in batch:  # one record per batch: each read after the one before committed
+            world.apply([rec])
+        with world.store.read() as r:
+            got["".join(order)] = (
+                r.consent(bytes.fromhex(h), "bank"),
+                r.withdrawal(bytes.fromhex(h), "bank"),
+            )
+    assert got == {"".join(o): (None, at(10)) for o in itertools.permutations("igw")}
