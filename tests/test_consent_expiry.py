@@ -373,3 +373,48 @@ def test_an_issuance_read_after_a_withdrawal_of_its_holder_keeps_the_withdrawal_
     due = kept_until(at(600), LONGEST)
     assert erase(world, due - 1).summary.withdrawals_erased == 0
     assert erase(world, due).summary.withdrawals_erased == 1
+
+
+def _erasures(w: World, days: list[int]) -> dict[int, tuple[int, int]]:
+    """(consents erased, withdrawals erased) by an erasure at each instant, from the agenda
+    where it is not stale."""
+    out = {}
+    for d in days:
+        s = erase(w, d).summary
+        out[d] = (s.consents_erased, s.withdrawals_erased)
+    return out
+
+
+def test_withdrawals_written_after_the_agendas_scan_are_erased_each_at_its_own_instant(
+    world: World,
+) -> None:
+    """Two holders: H1's consent listed on the agenda, then withdrawn after the scan (its
+    withdrawal found where the consent was listed, checked again there); H2's withdrawn after the
+    scan with no consent listed (found by the watermark or the next scan). Each goes at its own
+    instant, not a second before, whatever path each erasure takes."""
+    _population(world)
+    due1 = kept_until(at(300), LONGEST)  # H1's sign certificates end on day 300
+    due2 = kept_until(at(1400), LONGEST)
+    erase(world, due1 - 5 * DAY)  # a scan: H1 listed at due1
+    world.apply([withdrawal(H1, 250, "w-h1"), withdrawal(H2, 7, "w-h2")])
+    assert kept(world, H1) == (None, at(250)) and kept(world, H2) == (None, at(7))
+    got = _erasures(world, [due1 - 1, due1, due2 - DAY, due2 - 1, due2])
+    assert got == {due1 - 1: (0, 0), due1: (0, 1), due2 - DAY: (0, 0), due2 - 1: (0, 0),
+                   due2: (0, 1)}  # fmt: skip
+    assert (kept(world, H1), kept(world, H2)) == ((None, None), (None, None))
+
+
+def test_a_withdrawal_then_a_grant_again_then_the_erasure(world: World) -> None:
+    """Granted on day 5, withdrawn on day 10, granted again on day 12 (after the agenda's scan):
+    the consent of day 12 is kept and erased at its instant, no withdrawal is left to erase,
+    and the bound then refuses the older grants read late."""
+    _population(world)
+    due = kept_until(at(300), LONGEST)
+    erase(world, due - 5 * DAY)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    world.apply([consent(H1, 12, "g-again")])
+    assert kept(world) == (at(12), None)
+    assert _erasures(world, [due - 1, due]) == {due - 1: (0, 0), due: (1, 0)}
+    late = world.apply([consent(H1, 11, "g-between")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)
+    assert kept(world) == (None, None)
