@@ -24,6 +24,7 @@ from crlbuilder.retention import FACTS, KEPT, NOTICES, periods_digest, scanned
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
 from crlbuilder.store.writer import Commit
+from crlbuilder.verifiers import Verifiers
 from responder.v1 import recordinfo
 from tests.test_apply import H1, H2, World, issuance, ts, two_holders, world
 
@@ -418,3 +419,27 @@ def test_a_withdrawal_then_a_grant_again_then_the_erasure(world: World) -> None:
     late = world.apply([consent(H1, 11, "g-between")])
     assert (late.summary.quarantined, late.summary.late) == (1, 1)
     assert kept(world) == (None, None)
+
+
+def test_a_holders_consent_and_withdrawal_to_two_verifiers_each_go_at_their_own_instant(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan merges the consents and the withdrawals kept by holder (`_consents_first_due`):
+    H2 consents to one verifier (day 5) and withdraws from another (day 1500, after its sign
+    certificate's end on day 1400); listed at the earlier instant, the later is listed again
+    when it comes, from the agenda alone."""
+    world.verifiers = Verifiers(eligible=frozenset({"bank", "shop"}))
+    two_holders(world)
+    world.apply([consent(H2, 5, "c-bank"), {**withdrawal(H2, 1500, "w-shop"), "verifier": "shop"}])
+    due_consent = kept_until(at(1400), LONGEST)
+    due_withdrawal = kept_until(at(1500), LONGEST)
+    erase(world, due_consent - 5 * DAY)  # a scan
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "consents_kept", _no_scan)
+        m.setattr(LmdbReader, "withdrawals_kept", _no_scan)
+        got = _erasures(world, [due_consent - 1, due_consent])
+    assert got == {due_consent - 1: (0, 0), due_consent: (1, 0)}
+    with world.store.read() as r:
+        assert r.withdrawals_of(bytes.fromhex(H2)) == [("shop", at(1500))]
+    got = _erasures(world, [due_withdrawal - 1, due_withdrawal])
+    assert got == {due_withdrawal - 1: (0, 0), due_withdrawal: (0, 1)}
