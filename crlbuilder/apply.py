@@ -33,10 +33,11 @@ What each record does (the rules themselves are in `rules`):
   responder to publish;
 - consent (同意, Act §18(3)): kept per holder and verifier; a grant naming no
   registered 署名検証者等 (`verifiers`), or made with no registry configured,
-  is refused; a withdrawal always applies; (rules 9) the latest recordedAt of the holder's grants
-  and withdrawals for the verifier decides whatever the order they are read in, a withdrawal
-  kept for that (`crlbuilder.consentkept`), and a grant older than the store's bound is refused
-  as read too late;
+  is refused, and so is one of a holder with no certificate applied yet; a withdrawal always
+  applies (rules 8: only to a holder with a certificate); (rules 9) the latest recordedAt of
+  the holder's grants and withdrawals for the verifier decides whatever the order they are read
+  in, a withdrawal kept for that (`crlbuilder.consentkept`), and a grant older than the store's
+  bound is refused as read too late;
 - token issued, token revoked (特定利用者証明検証者証明符号, Act §38-3; records the cluster signer's
   builder writes on the record stream, `crlbuilder.tokens`): a good status of the token issuer,
   or its revocation (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`) at the record's instant, so
@@ -1638,8 +1639,10 @@ class Applier:
                 raise Refused(why)
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
-        if not self._holder_known(b, holder):
-            # a holder with auth certificates only may consent ahead of a sign certificate
+        if not self._holder_known(b, holder) and (rec.granted or not b.rules9):
+            # a holder with auth certificates only may consent ahead of a sign certificate; a
+            # withdrawal (rules 9) is kept even before the holder's first certificate is read,
+            # or a grant it outranks, read after that certificate, would grant again
             raise Refused("no certificate of this holder (issuance record missing?)")
         if b.rules9:
             return _consent_by_latest(b.c, holder, rec.verifier, epoch(rec.recorded_at),

@@ -105,7 +105,8 @@ grant or withdrawal, whatever order the records are read in (`Applier._consent`)
 is kept (``withdrawals``: its recordedAt per holder and verifier, a tombstone) until the instant a
 consent recorded then would be erased (`crlbuilder.consentkept`), and a grant recorded no later
 than the withdrawal kept grants nothing, where rules 8 granted the consent again (a withdrawal
-left no trace); a grant older than the consent kept leaves its time as it is, where rules 8 moved
+left no trace), and a withdrawal read before any certificate of its holder is kept too, where
+rules 8 refused it (a grant it outranks, read after the issuance, granted); a grant older than the consent kept leaves its time as it is, where rules 8 moved
 it back; a grant whose own erasure would have fallen due by the store's latest erasure of consents
 is refused as read too late (`crlbuilder.store.format.META_GRANTED_BEFORE`), the bound that keeps
 a grant older than an erased withdrawal from granting; and consents and withdrawals are erased

@@ -24,6 +24,7 @@ from crlbuilder.retention import FACTS, KEPT, NOTICES, periods_digest, scanned
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
 from crlbuilder.store.writer import Commit
+from crlbuilder.verifiers import Verifiers
 from responder.v1 import recordinfo
 from tests.test_apply import H1, H2, World, issuance, ts, two_holders, world
 
@@ -331,3 +332,114 @@ def test_the_grants_bound_is_the_stores_not_the_holders(world: World) -> None:
     assert (late.summary.quarantined, late.summary.late) == (1, 1)
     world.apply([consent(H2, bound_day + 1, "g-h2-after")])
     assert kept(world, H2) == (at(bound_day + 1), None)
+
+
+def test_a_withdrawal_of_a_holder_with_no_certificate_yet_is_kept_and_ends_as_one_with_none(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read before the holder's first issuance (records in another order than made): kept, and
+    erased at `consentkept.erasable_at` with no sign certificate (the longest period from its
+    own recordedAt), found by the agenda; an issuance read meanwhile keeps it as long as its
+    certificate would keep a consent, and the grant it outranks grants nothing."""
+    holder = "55" * 32
+    two_holders(world)
+    ap = world.apply([withdrawal(holder, 10, "w-first")])
+    assert (ap.summary.applied, ap.summary.quarantined) == (1, 0)
+    assert kept(world, holder) == (None, at(10))
+    due = kept_until(at(10), LONGEST)
+    assert erase(world, due - 10 * DAY).summary.withdrawals_erased == 0  # a scan: listed
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "consents_kept", _no_scan)
+        m.setattr(LmdbReader, "withdrawals_kept", _no_scan)
+        assert erase(world, due - 1).summary.withdrawals_erased == 0
+        assert erase(world, due).summary.withdrawals_erased == 1
+    assert kept(world, holder) == (None, None)
+    world.apply([issuance(501, "sign-card-g1", holder, 2, not_after=ts(1500))])
+    late = world.apply([consent(holder, 5, "g-outranked")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)  # the bound: read too late
+    assert kept(world, holder) == (None, None)
+
+
+def test_an_issuance_read_after_a_withdrawal_of_its_holder_keeps_the_withdrawal_longer(
+    world: World,
+) -> None:
+    """The withdrawal's end grows with the holder's sign certificates as a consent's does."""
+    holder = "55" * 32
+    two_holders(world)
+    world.apply([withdrawal(holder, 10, "w-first")])
+    world.apply([issuance(501, "sign-card-g1", holder, 2, not_after=ts(600))])
+    assert erase(world, kept_until(at(10), LONGEST)).summary.withdrawals_erased == 0
+    world.apply([consent(holder, 5, "g-outranked")])  # no erasure bound refuses it yet
+    assert kept(world, holder) == (None, at(10))
+    due = kept_until(at(600), LONGEST)
+    assert erase(world, due - 1).summary.withdrawals_erased == 0
+    assert erase(world, due).summary.withdrawals_erased == 1
+
+
+def _erasures(w: World, days: list[int]) -> dict[int, tuple[int, int]]:
+    """(consents erased, withdrawals erased) by an erasure at each instant, from the agenda
+    where it is not stale."""
+    out = {}
+    for d in days:
+        s = erase(w, d).summary
+        out[d] = (s.consents_erased, s.withdrawals_erased)
+    return out
+
+
+def test_withdrawals_written_after_the_agendas_scan_are_erased_each_at_its_own_instant(
+    world: World,
+) -> None:
+    """Two holders: H1's consent listed on the agenda, then withdrawn after the scan (its
+    withdrawal found where the consent was listed, checked again there); H2's withdrawn after the
+    scan with no consent listed (found by the watermark or the next scan). Each goes at its own
+    instant, not a second before, whatever path each erasure takes."""
+    _population(world)
+    due1 = kept_until(at(300), LONGEST)  # H1's sign certificates end on day 300
+    due2 = kept_until(at(1400), LONGEST)
+    erase(world, due1 - 5 * DAY)  # a scan: H1 listed at due1
+    world.apply([withdrawal(H1, 250, "w-h1"), withdrawal(H2, 7, "w-h2")])
+    assert kept(world, H1) == (None, at(250)) and kept(world, H2) == (None, at(7))
+    got = _erasures(world, [due1 - 1, due1, due2 - DAY, due2 - 1, due2])
+    assert got == {due1 - 1: (0, 0), due1: (0, 1), due2 - DAY: (0, 0), due2 - 1: (0, 0),
+                   due2: (0, 1)}  # fmt: skip
+    assert (kept(world, H1), kept(world, H2)) == ((None, None), (None, None))
+
+
+def test_a_withdrawal_then_a_grant_again_then_the_erasure(world: World) -> None:
+    """Granted on day 5, withdrawn on day 10, granted again on day 12 (after the agenda's scan):
+    the consent of day 12 is kept and erased at its instant, no withdrawal is left to erase,
+    and the bound then refuses the older grants read late."""
+    _population(world)
+    due = kept_until(at(300), LONGEST)
+    erase(world, due - 5 * DAY)
+    world.apply([withdrawal(H1, 10, "w-1")])
+    world.apply([consent(H1, 12, "g-again")])
+    assert kept(world) == (at(12), None)
+    assert _erasures(world, [due - 1, due]) == {due - 1: (0, 0), due: (1, 0)}
+    late = world.apply([consent(H1, 11, "g-between")])
+    assert (late.summary.quarantined, late.summary.late) == (1, 1)
+    assert kept(world) == (None, None)
+
+
+def test_a_holders_consent_and_withdrawal_to_two_verifiers_each_go_at_their_own_instant(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan merges the consents and the withdrawals kept by holder (`_consents_first_due`):
+    H2 consents to one verifier (day 5) and withdraws from another (day 1500, after its sign
+    certificate's end on day 1400); listed at the earlier instant, the later is listed again
+    when it comes, from the agenda alone."""
+    world.verifiers = Verifiers(eligible=frozenset({"bank", "shop"}))
+    two_holders(world)
+    world.apply([consent(H2, 5, "c-bank"), {**withdrawal(H2, 1500, "w-shop"), "verifier": "shop"}])
+    due_consent = kept_until(at(1400), LONGEST)
+    due_withdrawal = kept_until(at(1500), LONGEST)
+    erase(world, due_consent - 5 * DAY)  # a scan
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "consents_kept", _no_scan)
+        m.setattr(LmdbReader, "withdrawals_kept", _no_scan)
+        got = _erasures(world, [due_consent - 1, due_consent])
+    assert got == {due_consent - 1: (0, 0), due_consent: (1, 0)}
+    with world.store.read() as r:
+        assert r.withdrawals_of(bytes.fromhex(H2)) == [("shop", at(1500))]
+    got = _erasures(world, [due_withdrawal - 1, due_withdrawal])
+    assert got == {due_withdrawal - 1: (0, 0), due_withdrawal: (0, 1)}

@@ -24,7 +24,7 @@ from tests.support.store import dump_store, node_state
 from tests.test_apply import H1, World, two_holders, world
 from tests.test_consent_expiry import LONGEST, consent, retention
 from tests.test_consent_expiry import T0 as T0A
-from tests.test_tokenrevocation import _feed
+from tests.test_tokenrevocation import _feed, _quarantined
 from tests.test_tokens import T0, pki  # noqa: F401  (its fixture)
 from tests.test_tokens import World as Node
 
@@ -188,3 +188,74 @@ def test_an_erasure_on_the_stream_before_the_flag_erases_no_consent(world: World
     ap = Applier(world.store, facts_key=bytes(32), quarantine=world.quarantine)
     ap.erase_past_retention(due + DAY + 1, retention, keep_time=False, agenda=True, stream=True)
     assert ap.summary.consents_erased == 1
+
+
+def test_a_withdrawal_before_the_holders_issuance_the_erasure_and_the_grants_bound_across_1_9(
+    pki: tuple[Path, Manifest],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Another crossing of the 1.9 boundary, live against replaying: a withdrawal read before
+    its holder's issuance is refused before the flag (rules 8: the older grant read after the
+    issuance grants) and kept after it (the older grant grants nothing); years later a tick
+    erases the consent rules 8 left and the withdrawal kept, which raises the grants' bound, and
+    a grant older than it read next is refused as read too late. Both nodes refuse the same
+    records for the same reasons, hold the same bytes and the same bound."""
+    end = rules.end_of_day_utc(date(T0.year + 2, 9, 15))
+    began = T0 - timedelta(days=60)
+
+    def issued(n: int, holder: str) -> Issuance:
+        return Issuance(id=f"i-{n}", recorded_at=began, serial=n, family=Family.SIGN_CARD,
+                        issuer="sign-card-g1", not_before=began, not_after=end, holder=holder,
+                        facts=FACTS)  # fmt: skip
+
+    def said(n: int, holder: str, days: int, granted: bool) -> Consent:
+        return Consent(id=f"c-{n}", recorded_at=T0 - timedelta(days=days), holder=holder,
+                       verifier="bank", granted=granted)  # fmt: skip
+
+    seq = 0
+    stream: list[Delivered] = []
+
+    def put(rec: Record | None, rel: str, when: datetime) -> None:
+        nonlocal seq
+        seq += 1
+        item = None if rec is None else Located("feed.jsonl", seq, rec)
+        stream.append(Delivered(seq=seq, item=item, at=when, end=True, pending=0, release=rel))
+
+    x, y = "c1" * 32, "c2" * 32
+    now = T0 + timedelta(hours=1)
+    for n, rec in enumerate([said(1, x, 20, False), issued(901, x), said(2, x, 30, True)]):
+        put(rec, OLD, now + timedelta(seconds=n))
+    put(None, NEW, now + timedelta(minutes=1))  # the flag
+    for n, rec in enumerate([said(3, y, 20, False), issued(902, y), said(4, y, 30, True)]):
+        put(rec, OLD, now + timedelta(minutes=2, seconds=n))
+    (tmp_path / "live").mkdir()
+    (tmp_path / "replay").mkdir()
+    live, replay = Node(tmp_path / "live", pki), Node(tmp_path / "replay", pki)
+    replay.builder.key = live.builder.key
+    try:
+        longest = consentkept.longest_sign_period(live.builder.cfg.crl.retention_period_days)
+        due = kept_until(int(end.timestamp()), longest)
+        tick = datetime.fromtimestamp(due, T0.tzinfo) + timedelta(hours=1)
+        put(None, NEW, tick)  # erases x's consent and y's withdrawal
+        put(said(5, y, 25, True), OLD, tick + timedelta(seconds=1))  # older than the bound
+        late = [_feed(live, stream[:k], restart=True, verifiers=BANK)
+                for k in range(1, len(stream) + 1)]  # fmt: skip
+        before_tick = len(stream) - 2
+        late_replay = _feed(replay, stream[:before_tick], restart=False, verifiers=BANK)
+        ago = {n: int((T0 - timedelta(days=n)).timestamp()) for n in (20, 30)}
+        assert _kept(replay, x) == (ago[30], None)  # rules 8: refused, then granted
+        assert _kept(replay, y) == (None, ago[20])  # rules 9: kept, the grant outranked
+        late_replay += _feed(replay, stream, restart=False, verifiers=BANK)
+        assert (sum(late), late_replay) == (1, 1)
+        assert [_quarantined(w) for w in (live, replay)] == [
+            ["no certificate of this holder (issuance record missing?)", consentkept.LATE_GRANT]
+        ] * 2
+        for w in (live, replay):
+            assert _kept(w, x) == (None, None) and _kept(w, y) == (None, None)
+        assert node_state(live.builder.store) == node_state(replay.builder.store)
+        meta = [sf.META_RULES9_FROM, sf.META_GRANTED_BEFORE]
+        dumps = [dump_store(w.builder.store, meta=meta)["meta"] for w in (live, replay)]
+        assert dumps[0] == dumps[1] and len(dumps[0]) == 2
+    finally:
+        live.builder.close()
+        replay.builder.close()

@@ -19,7 +19,7 @@ import pytest
 from crlbuilder.cli import main
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store, copy_store
+from crlbuilder.store.lmdbstore import Store, copy_store, snapshot_store
 from crlbuilder.store.writer import Commit
 
 T = datetime(2030, 1, 1, tzinfo=UTC)
@@ -107,3 +107,36 @@ def test_the_copy_holds_every_key_of_every_database(tmp_path: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_the_copy_and_the_snapshot_carry_the_withdrawals_and_rules_9s_meta(tmp_path: Path) -> None:
+    """What a node bootstrapped from either holds of rules 9: the withdrawals kept, the grants'
+    bound (`meta/granted-before`) and the stream's flag (`meta/rules9-from`), read through the
+    store's API, not only as bytes."""
+    src = tmp_path / "src"
+    store = Store.open(src, readonly=False, map_size=1 << 24)
+    try:
+        with Commit(store, lambda: T) as c:
+            c.put_consent(bytes(32), "verifier-1", 5)
+            c.put_withdrawal(bytes([1]) * 32, "verifier-1", 7)
+            c.put_granted_before(3)
+            c.put_rules9_from(42)
+        snapshot_store(store, tmp_path / "snap")
+    finally:
+        store.close()
+    copy_store(src, tmp_path / "dst", map_size=1 << 24)
+    for place in (tmp_path / "snap", tmp_path / "dst"):
+        s = Store.open(place, readonly=True, map_size=1 << 24)
+        try:
+            with s.read() as r:
+                got = (r.consent(bytes(32), "verifier-1"),
+                       r.withdrawals_of(bytes([1]) * 32), r.granted_before())  # fmt: skip
+            assert got == (5, [("verifier-1", 7)], 3), place
+        finally:
+            s.close()
+        w = Store.open(place, readonly=False, map_size=1 << 24)
+        try:
+            with Commit(w) as c:
+                assert c.rules9_from() == 42, place
+        finally:
+            w.close()
