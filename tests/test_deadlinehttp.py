@@ -347,7 +347,7 @@ def hung_resolver(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     assert all(slots)
 
 
-@pytest.mark.real_clock  # timed waits
+@pytest.mark.real_clock  # timed waits on a thread's event (libfaketime holds them for ever)
 def test_a_name_the_resolver_never_answers_is_cut_at_the_deadline(
     serve: Callable[..., Server], hung_resolver: list[str]
 ) -> None:
@@ -370,6 +370,7 @@ def test_a_name_the_resolver_never_answers_is_cut_at_the_deadline(
     assert hung_resolver == ["jpki.example", "jpki.example"]
 
 
+@pytest.mark.real_clock  # timed waits on a thread's event (libfaketime holds them for ever)
 def test_resolutions_left_waiting_are_bounded(hung_resolver: list[str]) -> None:
     """A resolver that never answers, asked again and again (a group's pull every cycle):
     at most `RESOLVING` threads wait on it; one more is refused at once, naming why."""
