@@ -10,14 +10,17 @@ agenda names by then, and erases what a scan of every entry would erase at that 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from crlbuilder import apply
+from crlbuilder.apply import from_epoch
+from crlbuilder.ingest import read_file
 from crlbuilder.model import Category, Family
 from crlbuilder.periods import kept_until
 from crlbuilder.retention import (
@@ -31,9 +34,11 @@ from crlbuilder.retention import (
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
-from tests.support.store import NODE_STATE, agenda, dump_store
+from tests.support.store import NODE_STATE, agenda, dump_store, node_state
 from tests.test_apply import INDEX as INDICES
-from tests.test_apply import World, issuance, rid, ts
+from tests.test_apply import KEY, World, issuance, rid, ts
+from tests.test_apply import T0 as T0_DATE
+from tests.test_lapse_time import FakeClock
 
 DAY = 86_400
 ISSUER = "sign-card-g2"
@@ -341,3 +346,122 @@ def test_a_scan_lists_in_chunks_what_it_lists_at_once(
         agendas.append(agenda(w.store))
         w.store.close()
     assert agendas[0] == agendas[1] and len(agendas[0]) == 7  # 4 CRL entries, 3 facts
+
+
+# --- random records and erasures: the agenda against a scan of every entry ----------------
+
+SEED = 20261207
+"""The random sequences' seed: fixed, so a failure is repeated as it was."""
+STEPS = 120
+"""Batches of records per sequence (each followed by an erasure): a few seconds."""
+SEQUENCE_ISSUERS = ("sign-card-g1", "sign-card-g2", "auth-card-g1")
+
+
+def _short(family: Family, category: Category) -> int:
+    """Periods far shorter than a certificate's validity, so that entries fall due within the
+    sequence, one category shorter than the rest."""
+    return 40 if category is Category.REQUEST else 70
+
+
+def _read_at(w: World, now: int, records: list[dict[str, object]]) -> None:
+    """Apply ``records`` with the builder's clock at ``now`` (lapses written then too)."""
+    w.files += 1
+    path = w.tmp / f"r{w.files:04}.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in records))
+    ap = apply.Applier(w.store, facts_key=KEY, quarantine=w.quarantine, verifiers=w.verifiers,
+                       notices_path=w.tmp / "notices.jsonl", clock=FakeClock(from_epoch(now)))  # fmt: skip
+    ap.run(read_file(path))
+    ap.sweep_lapses(from_epoch(now))
+
+
+def _erased(w: World, now: int, *, agenda: bool) -> tuple[int, ...]:
+    ap = apply.Applier(w.store, facts_key=KEY, quarantine=w.quarantine, verifiers=w.verifiers,
+                       notices_path=w.tmp / "notices.jsonl", clock=FakeClock(from_epoch(now)))  # fmt: skip
+    ap.erase_past_retention(now, _short, keep_time=False, agenda=agenda)
+    s = ap.summary
+    return (s.erased, s.facts_erased, s.notices_erased, s.taken_erased, s.move_ins_erased,
+            s.consents_erased, s.withdrawals_erased)  # fmt: skip
+
+
+def _random_batch(rng: random.Random, day: float, issued: list[tuple[str, int, str]],
+                  serials: list[int]) -> list[dict[str, object]]:  # fmt: skip
+    """One to four records read at ``day``: issuances (some recorded late), revocations of
+    several categories (some recorded long before they are read, some of a certificate
+    revoked already), resident changes (a move-out notice that lapses, a move-in, a fact
+    change, a deletion), consents granted and withdrawn."""
+    holders = [f"{0x50 + n:02x}" * 32 for n in range(6)]
+    out: list[dict[str, object]] = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.random()
+        late = rng.choice([0.0, 0.0, 0.5, 5.0, 35.0, 65.0])
+        at = max(0.0, day - late)
+        holder = rng.choice(holders)
+        if kind < 0.3 or not issued:
+            issuer = rng.choice(SEQUENCE_ISSUERS)
+            serials[0] += 1
+            issued.append((issuer, serials[0], holder))
+            out.append(issuance(serials[0], issuer, holder, at,
+                                not_after=ts(at + rng.choice([20, 45, 90, 200, 400]))))  # fmt: skip
+        elif kind < 0.55:
+            issuer, serial, _ = rng.choice(issued)
+            if rng.random() < 0.5:
+                out.append({"type": "revocation-request", "id": rid(), "recorded_at": ts(at),
+                            "issuer": issuer, "serial": serial, "reason": "loss"})  # fmt: skip
+            else:
+                out.append({"type": "recording-error", "id": rid(), "recorded_at": ts(at),
+                            "issuer": issuer, "serial": serial})  # fmt: skip
+        elif kind < 0.8:
+            change: dict[str, object] = {"type": "resident-change", "id": rid(),
+                                         "recorded_at": ts(at), "holder": holder}  # fmt: skip
+            what = rng.choice(["move-out-notice", "move-out-notice", "move-in-notice",
+                               "fact-change", "record-deletion"])  # fmt: skip
+            change["change"] = what
+            if what == "move-out-notice":
+                change["planned_date"] = (T0_DATE + timedelta(days=at + rng.randint(0, 10))).date(
+                ).isoformat()  # fmt: skip
+            elif what == "fact-change":
+                change["fact"] = "address"
+            out.append(change)
+        else:
+            out.append({**_consent(holder, at), "granted": rng.random() < 0.7})
+    return out
+
+
+@pytest.mark.parametrize("seed", [SEED, SEED + 1, SEED + 2])
+def test_random_records_and_erasures_leave_the_agenda_store_as_a_scan_of_every_entry(
+    tmp_path: Path, seed: int
+) -> None:
+    """Two stores given the same random records (issuances, revocations of two periods, some
+    recorded long before read, recording errors, move-out notices that lapse, move-ins, fact
+    changes, deletions, consents granted and withdrawn) and erased at the same random instants
+    (steps of hours to months, the clock sometimes set back): one from its agenda, the other by
+    a scan of every entry each time. The same go at every instant, and the two end with the same
+    bytes in every database two nodes share (`NODE_STATE`)."""
+    rng = random.Random(seed)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept, every = World(tmp_path / "a"), World(tmp_path / "b")
+    issued: list[tuple[str, int, str]] = []
+    serials = [1000]
+    day = 1.0
+    went: list[tuple[int, ...]] = []
+    for step in range(STEPS):
+        records = _random_batch(rng, day, issued, serials)
+        now = int(T0 + day * DAY)
+        for w in (kept, every):
+            _read_at(w, now, records)
+        day += rng.choice([1 / 24, 0.5, 1.0, 3.0, 10.0, 30.0, 45.0, 400.0])
+        if rng.random() < 0.05:
+            day -= rng.choice([1 / 24, 2.0])  # the clock set back
+        now = int(T0 + day * DAY)
+        got = _erased(kept, now, agenda=True)
+        assert got == _erased(every, now, agenda=False), f"step {step}, day {day}"
+        went.append(got)
+        if step % 20 == 19:
+            assert node_state(kept.store) == node_state(every.store), f"step {step}"
+    assert node_state(kept.store) == node_state(every.store)
+    # every kind went at some instant: CRL entries, facts, notices, kept changes and lapses,
+    # move-ins, consents, withdrawals
+    assert all(sum(g[kind] for g in went) for kind in range(7)), went
+    kept.store.close()
+    every.store.close()
