@@ -25,6 +25,7 @@ from crlbuilder.model import Category, Family
 from crlbuilder.periods import kept_until
 from crlbuilder.retention import (
     LOOKAHEAD,
+    Periods,
     next_erasure,
     periods_digest,
     scanned,
@@ -32,7 +33,7 @@ from crlbuilder.retention import (
     stale,
 )
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.lmdbstore import Store, copy_store
 from crlbuilder.store.reader import LmdbReader
 from tests.support.store import NODE_STATE, agenda, dump_store, node_state
 from tests.test_apply import INDEX as INDICES
@@ -374,16 +375,28 @@ def _read_at(w: World, now: int, records: list[dict[str, object]]) -> None:
     ap.sweep_lapses(from_epoch(now))
 
 
-def _erased(w: World, now: int, *, agenda: bool) -> tuple[int, ...]:
+def _other(family: Family, category: Category) -> int:
+    """Another configuration of the periods (another digest, another shortest period)."""
+    return 55 if category is Category.REQUEST else 60
+
+
+def _erased(
+    w: World, now: int, *, agenda: bool, periods: Periods = _short, scans: bool = True
+) -> tuple[int, ...]:
+    """Erase at ``now``; ``scans`` False: any read of every entry fails the test."""
     ap = apply.Applier(w.store, facts_key=KEY, quarantine=w.quarantine, verifiers=w.verifiers,
                        notices_path=w.tmp / "notices.jsonl", clock=FakeClock(from_epoch(now)))  # fmt: skip
-    ap.erase_past_retention(now, _short, keep_time=False, agenda=agenda)
+    with pytest.MonkeyPatch.context() as m:
+        if not scans:
+            for name in SCANS:
+                m.setattr(LmdbReader, name, _no_scan)
+        ap.erase_past_retention(now, periods, keep_time=False, agenda=agenda)
     s = ap.summary
     return (s.erased, s.facts_erased, s.notices_erased, s.taken_erased, s.move_ins_erased,
             s.consents_erased, s.withdrawals_erased)  # fmt: skip
 
 
-def _random_batch(rng: random.Random, day: float, issued: list[tuple[str, int, str]],
+def _random_batch(rng: random.Random, day: float, issued: list[tuple[str, int, str, float]],
                   serials: list[int]) -> list[dict[str, object]]:  # fmt: skip
     """One to four records read at ``day``: issuances (some recorded late), revocations of
     several categories (some recorded long before they are read, some of a certificate
@@ -399,11 +412,17 @@ def _random_batch(rng: random.Random, day: float, issued: list[tuple[str, int, s
         if kind < 0.3 or not issued:
             issuer = rng.choice(SEQUENCE_ISSUERS)
             serials[0] += 1
-            issued.append((issuer, serials[0], holder))
-            out.append(issuance(serials[0], issuer, holder, at,
-                                not_after=ts(at + rng.choice([20, 45, 90, 200, 400]))))  # fmt: skip
+            end = at + rng.choice([20, 45, 90, 200, 400])
+            extra: dict[str, object] = {}
+            cards = [(s, e) for i, s, h, e in issued if h == holder and i == "sign-card-g1"]
+            if cards and cards[-1][1] > at + 2 and rng.random() < 0.5:
+                # a mobile one, within its card's validity: revoked by its card's cascade
+                issuer, extra["card_serial"] = "sign-mobile-g1", cards[-1][0]
+                end = rng.uniform(at + 1, cards[-1][1])
+            issued.append((issuer, serials[0], holder, end))
+            out.append(issuance(serials[0], issuer, holder, at, not_after=ts(end), **extra))
         elif kind < 0.55:
-            issuer, serial, _ = rng.choice(issued)
+            issuer, serial, _, _ = rng.choice(issued)
             if rng.random() < 0.5:
                 out.append({"type": "revocation-request", "id": rid(), "recorded_at": ts(at),
                             "issuer": issuer, "serial": serial, "reason": "loss"})  # fmt: skip
@@ -421,6 +440,8 @@ def _random_batch(rng: random.Random, day: float, issued: list[tuple[str, int, s
                 ).isoformat()  # fmt: skip
             elif what == "fact-change":
                 change["fact"] = "address"
+            elif what == "record-deletion":
+                change["cause"] = rng.choice(["death", "move-out", "abroad-move-out"])
             out.append(change)
         else:
             out.append({**_consent(holder, at), "granted": rng.random() < 0.7})
@@ -434,16 +455,20 @@ def test_random_records_and_erasures_leave_the_agenda_store_as_a_scan_of_every_e
     """Two stores given the same random records (issuances, revocations of two periods, some
     recorded long before read, recording errors, move-out notices that lapse, move-ins, fact
     changes, deletions, consents granted and withdrawn) and erased at the same random instants
-    (steps of hours to months, the clock sometimes set back): one from its agenda, the other by
-    a scan of every entry each time. The same go at every instant, and the two end with the same
-    bytes in every database two nodes share (`NODE_STATE`)."""
+    (steps of hours to months, the clock sometimes set back, the periods reconfigured and back
+    now and then, the agenda's store replaced by its `crlbuilder store copy` halfway): one from
+    its agenda, the other by a scan of every entry each time. The same go at every instant, the
+    agenda's store reads no entry but when its agenda cannot be trusted (another digest, a clock
+    before its scan), and the two end with the same bytes in every database two nodes share
+    (`NODE_STATE`)."""
     rng = random.Random(seed)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     kept, every = World(tmp_path / "a"), World(tmp_path / "b")
-    issued: list[tuple[str, int, str]] = []
+    issued: list[tuple[str, int, str, float]] = []
     serials = [1000]
     day = 1.0
+    periods = scanned_with = _short
     went: list[tuple[int, ...]] = []
     for step in range(STEPS):
         records = _random_batch(rng, day, issued, serials)
@@ -454,9 +479,19 @@ def test_random_records_and_erasures_leave_the_agenda_store_as_a_scan_of_every_e
         if rng.random() < 0.05:
             day -= rng.choice([1 / 24, 2.0])  # the clock set back
         now = int(T0 + day * DAY)
-        got = _erased(kept, now, agenda=True)
-        assert got == _erased(every, now, agenda=False), f"step {step}, day {day}"
+        if rng.random() < 0.05:
+            periods = _other if periods is _short else _short  # reconfigured, or back
+        with kept.store.read() as r:
+            state = r.retention_state()
+        trusted = state is not None and periods is scanned_with and state.scanned_at <= now
+        got = _erased(kept, now, agenda=True, periods=periods, scans=not trusted)
+        scanned_with = periods
+        assert got == _erased(every, now, agenda=False, periods=periods), f"step {step}, {day}"
         went.append(got)
+        if step == STEPS // 2:  # compacted: `crlbuilder store copy`, the copy put in its place
+            kept.store.close()
+            copy_store(kept.tmp / "store", kept.tmp / "copy")
+            kept.store = Store.open(kept.tmp / "copy", readonly=False, map_size=1 << 26)
         if step % 20 == 19:
             assert node_state(kept.store) == node_state(every.store), f"step {step}"
     assert node_state(kept.store) == node_state(every.store)
