@@ -381,16 +381,23 @@ def _other(family: Family, category: Category) -> int:
 
 
 def _erased(
-    w: World, now: int, *, agenda: bool, periods: Periods = _short, scans: bool = True
+    w: World,
+    now: int,
+    *,
+    agenda: bool,
+    periods: Periods = _short,
+    scans: bool = True,
+    lookahead: int | None = None,
 ) -> tuple[int, ...]:
-    """Erase at ``now``; ``scans`` False: any read of every entry fails the test."""
+    """Erase at ``now``; ``scans`` False: any read of every entry fails the test; ``lookahead``:
+    an agenda made to a horizon, as an earlier release made it."""
     ap = apply.Applier(w.store, facts_key=KEY, quarantine=w.quarantine, verifiers=w.verifiers,
                        notices_path=w.tmp / "notices.jsonl", clock=FakeClock(from_epoch(now)))  # fmt: skip
     with pytest.MonkeyPatch.context() as m:
         if not scans:
             for name in SCANS:
                 m.setattr(LmdbReader, name, _no_scan)
-        ap.erase_past_retention(now, periods, keep_time=False, agenda=agenda)
+        ap.erase_past_retention(now, periods, keep_time=False, agenda=agenda, lookahead=lookahead)
     s = ap.summary
     return (s.erased, s.facts_erased, s.notices_erased, s.taken_erased, s.move_ins_erased,
             s.consents_erased, s.withdrawals_erased)  # fmt: skip
@@ -456,8 +463,8 @@ def test_random_records_and_erasures_leave_the_agenda_store_as_a_scan_of_every_e
     recorded long before read, recording errors, move-out notices that lapse, move-ins, fact
     changes, deletions, consents granted and withdrawn) and erased at the same random instants
     (steps of hours to months, the clock sometimes set back, the periods reconfigured and back
-    now and then, the agenda's store replaced by its `crlbuilder store copy` halfway): one from
-    its agenda, the other by a scan of every entry each time. The same go at every instant, the
+    now and then, the agenda made to a horizon for the first third of the steps, the agenda's
+    store replaced by its `crlbuilder store copy` halfway): one from its agenda, the other by a scan of every entry each time. The same go at every instant, the
     agenda's store reads no entry but when its agenda cannot be trusted (another digest, a clock
     before its scan), and the two end with the same bytes in every database two nodes share
     (`NODE_STATE`)."""
@@ -483,8 +490,16 @@ def test_random_records_and_erasures_leave_the_agenda_store_as_a_scan_of_every_e
             periods = _other if periods is _short else _short  # reconfigured, or back
         with kept.store.read() as r:
             state = r.retention_state()
-        trusted = state is not None and periods is scanned_with and state.scanned_at <= now
-        got = _erased(kept, now, agenda=True, periods=periods, scans=not trusted)
+        trusted = (
+            state is not None
+            and state.complete
+            and periods is scanned_with
+            and state.scanned_at <= now
+        )
+        # the first third with an agenda made to a 30-day horizon, its commits lowering the
+        # watermarks (an earlier release's way): then made complete, mid-life
+        horizon = LOOKAHEAD if step < STEPS // 3 else None
+        got = _erased(kept, now, agenda=True, periods=periods, scans=not trusted, lookahead=horizon)
         scanned_with = periods
         assert got == _erased(every, now, agenda=False, periods=periods), f"step {step}, {day}"
         went.append(got)
