@@ -48,6 +48,7 @@ import msgspec
 from cryptography import x509
 from tqdm import tqdm
 
+from crlbuilder import release
 from crlbuilder.apply import (
     Applier,
     CrlBase,
@@ -256,6 +257,9 @@ class Builder:
         try:
             self._check_before_writing()
             # every check passed: only now is anything written
+            with Commit(self.store) as c:
+                if release.stamps(c.written_by()):
+                    c.put_written_by(str(release.CURRENT))
             register_issuers(self.store, issuer_table(self.manifest))
         except BaseException:
             if self.store.created:  # a store this refused run made: not left behind
@@ -272,11 +276,14 @@ class Builder:
 
     def _check_before_writing(self) -> None:
         """What refuses a build, all before it writes anything (the issuer table included):
-        a group appliance's store, a key that cannot sign (`check_signers`), an unreadable
+        a store a newer release wrote (`release.store_refusal`), a group appliance's store, a key that cannot sign (`check_signers`), an unreadable
         registry. Raises; the store is then as it was."""
         cfg = self.cfg
         with self.store.read() as r:
             crl_import = r.crl_import()
+            why = release.store_refusal(r.written_by())
+        if why is not None:
+            raise sf.StoreFormatError(f"{cfg.store.path}: {why}")
         if crl_import:
             raise sf.StoreFormatError(
                 f"{cfg.store.path}: this store was built by `crlbuilder import-crl` (a group appliance); "

@@ -213,3 +213,31 @@ def refusal(what: str, theirs: str | None, ours: Release | None = None) -> str |
             "docs/operations.md, 'Upgrading the nodes of one stream')"
         )
     return None
+
+
+def store_refusal(written_by: str | None, ours: Release | None = None) -> str | None:
+    """Why a builder of release ``ours`` must not write a store that names ``written_by`` as the
+    newest release that wrote it (`crlbuilder.store.format.META_WRITTEN_BY`), or None when it
+    may: a newer one (a rollback of the package) would have its rules undone by older ones, a
+    consent the holder withdrew granted again by rules 8 among them; a name that is no release is
+    a damaged store."""
+    ours = ours if ours is not None else CURRENT
+    try:
+        theirs = parse(written_by)
+    except ReleaseError as e:
+        return f"the store names an {e} as the release that wrote it: a damaged store"
+    if theirs.newer_than(ours):
+        return (
+            f"the store was written by release {theirs}, newer than this builder's {ours}: not "
+            "written (older rules would undo what the newer applied); run the newer release, "
+            "or restore the store's backup from before the upgrade (docs/operations.md, "
+            "'Going back to an earlier release')"
+        )
+    return None
+
+
+def stamps(written_by: str | None, ours: Release | None = None) -> bool:
+    """Whether a builder of release ``ours`` names itself as the newest that wrote a store that
+    names ``written_by`` (`store_refusal` passed): when ``ours`` is newer, or none is named."""
+    ours = ours if ours is not None else CURRENT
+    return written_by is None or ours.newer_than(parse(written_by))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crlbuilder import release
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import Builder, issuer_table
 from crlbuilder.cli import main as cli_main
@@ -15,6 +16,7 @@ from crlbuilder.config import ConfigError
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest, load_manifest
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from tests.support.builder import builder_config
 from tests.support.nats import free_ports
@@ -106,3 +108,58 @@ def test_a_stream_build_refused_before_reading_leaves_no_new_store(
     assert cli_main(argv) == 2
     assert why in capsys.readouterr().err
     assert not Path(cfg.store.path).exists()
+
+
+def _written_by(path: Path) -> str | None:
+    s = Store.open(path, readonly=True)
+    try:
+        with s.read() as r:
+            return r.written_by()
+    finally:
+        s.close()
+
+
+def test_release_store_refusal_and_stamp() -> None:
+    """`release.store_refusal`: a store a newer release wrote is refused (a rollback), one of
+    this release or an older, or naming none, is not; a name that is no release is damaged.
+    `release.stamps`: a builder names itself only over an older release or none."""
+    ours = release.Release(1, 9)
+    assert release.store_refusal(None, ours) is None
+    assert release.store_refusal("1.9", ours) is None and release.store_refusal("1.3", ours) is None
+    why = release.store_refusal("1.10", ours)
+    assert why is not None and "written by release 1.10, newer than this builder's 1.9" in why
+    assert "newer than" in (release.store_refusal("2.1", ours) or "")
+    assert "damaged store" in (release.store_refusal("1.x", ours) or "")
+    assert release.stamps(None, ours) and release.stamps("1.8", ours)
+    assert not release.stamps("1.9", ours) and not release.stamps("1.10", ours)
+
+
+def test_a_builder_names_its_release_and_an_older_one_refuses_the_store(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    """A builder names its release in the store (`meta/written-by`); a store naming a newer one
+    (a package rolled back after an upgrade) is refused, exit 2, nothing written: older rules
+    would undo the newer's."""
+    cfg = builder_config(tmp_path, pki_dir)
+    Builder(cfg, progress=False).close()
+    assert _written_by(Path(cfg.store.path)) == str(release.CURRENT)
+    newer = release.Release(release.CURRENT.format, release.CURRENT.rules + 1)
+    s = Store.open(cfg.store.path, readonly=False, map_size=1 << 26)
+    try:
+        with s.env.begin(write=True) as txn:
+            txn.put(sf.META_WRITTEN_BY, str(newer).encode(), db=s.dbs[sf.DB_META])
+    finally:
+        s.close()
+    before = dump_store(Path(cfg.store.path))
+    with pytest.raises(sf.StoreFormatError, match=f"written by release {newer}, newer than"):
+        Builder(cfg, progress=False)
+    assert dump_store(Path(cfg.store.path)) == before
+    # a store an older release named: this builder names itself over it
+    s = Store.open(cfg.store.path, readonly=False, map_size=1 << 26)
+    try:
+        with s.env.begin(write=True) as txn:
+            txn.put(sf.META_WRITTEN_BY, b"1.1", db=s.dbs[sf.DB_META])
+    finally:
+        s.close()
+    Builder(cfg, progress=False).close()
+    assert _written_by(Path(cfg.store.path)) == str(release.CURRENT)

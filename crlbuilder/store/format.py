@@ -283,6 +283,12 @@ of consents or withdrawals (rules 9) would not yet have erased even for a holder
 certificate since (one instant for the whole store). Written by each such erasure,
 never lowered; so a grant older than a withdrawal that erasure took cannot grant again. Absent:
 no consent or withdrawal erased yet (by rules 9)."""
+META_WRITTEN_BY: Final = b"written-by"
+"""ASCII ``FORMAT.RULES``: the newest release of a builder that wrote the store
+(`crlbuilder.release`), set when a builder of a newer release than it names starts on it; a
+builder of an older release refuses to write the store (its rules would undo the newer's: a
+rollback of the package, `crlbuilder.build.Builder`). Absent: written by releases before
+1.9 only (which did not set it)."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

@@ -517,6 +517,12 @@ class LmdbReader(ReaderRules):
     def crl_import(self) -> bool:
         return self._meta(sf.META_MODE) == sf.MODE_CRL_IMPORT
 
+    def written_by(self) -> str | None:
+        """The newest release that wrote the store, as written (`META_WRITTEN_BY`); None: none
+        named (releases before 1.9 only). Read by the builder before it writes anything."""
+        raw = self._meta(sf.META_WRITTEN_BY)
+        return None if raw is None else raw.decode("ascii", "replace")
+
     def issuers(self) -> list[sf.IssuerMeta]:
         raw = self._meta(sf.META_ISSUERS)
         return _decoded(sf.issuer_meta_list_decoder, raw, "meta issuers") if raw else []

@@ -795,6 +795,11 @@ class Commit(LmdbReader):
         if self.rules9_from() is None:
             self._put(sf.DB_META, sf.META_RULES9_FROM, sf.pack_u64(seq), change=False)
 
+    def put_written_by(self, release: str) -> None:
+        """Name ``release`` (``FORMAT.RULES``) as the newest that wrote the store: builder state,
+        it moves no commit (the caller checked it is newer than the one named)."""
+        self._put(sf.DB_META, sf.META_WRITTEN_BY, release.encode("ascii"), change=False)
+
     def put_stream_head(self, last_seq: int, seen_at: int) -> None:
         """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""
         raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)
