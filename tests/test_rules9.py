@@ -44,22 +44,29 @@ def test_rules9_from_finds_the_first_message_of_1_9() -> None:
     assert rules9_from([d(1, None), d(2, "1.8")]) == release.FirstOf(0, None)
 
 
+END = rules.end_of_day_utc(date(T0.year + 2, 9, 15))  # before the 5th birthday after
+"""The notAfter of every sign-card certificate `issued` here."""
+BEGAN = T0 - timedelta(days=60)
+"""When every certificate `issued` here was issued and began."""
+
+
+def issued(n: int, holder: str) -> Issuance:
+    """The holder's sign-card certificate, serial ``n``, from `BEGAN` to `END`."""
+    return Issuance(id=f"i-{n}", recorded_at=BEGAN, serial=n, family=Family.SIGN_CARD,
+                    issuer="sign-card-g1", not_before=BEGAN, not_after=END, holder=holder,
+                    facts=FACTS)  # fmt: skip
+
+
+def said(n: int, holder: str, days: int, granted: bool) -> Consent:
+    """The holder's grant (``granted``) or withdrawal to the bank, ``days`` before T0."""
+    return Consent(id=f"c-{n}", recorded_at=T0 - timedelta(days=days), holder=holder,
+                   verifier="bank", granted=granted)  # fmt: skip
+
+
 def _holders(withdrawn: str, moved: str, base: int) -> list[Record]:
     """Holder ``withdrawn``: granted 30 days before T0, withdrawn 20 days before, then a grant of
     25 days before read last; holder ``moved``: granted 10 days before T0, then a grant of 40
     days before read last. Each holds a sign-card certificate."""
-    end = rules.end_of_day_utc(date(T0.year + 2, 9, 15))  # before the 5th birthday after
-    began = T0 - timedelta(days=60)
-
-    def issued(n: int, holder: str) -> Issuance:
-        return Issuance(id=f"i-{n}", recorded_at=began, serial=n, family=Family.SIGN_CARD,
-                        issuer="sign-card-g1", not_before=began, not_after=end, holder=holder,
-                        facts=FACTS)  # fmt: skip
-
-    def said(n: int, holder: str, days: int, granted: bool) -> Consent:
-        return Consent(id=f"c-{n}", recorded_at=T0 - timedelta(days=days), holder=holder,
-                       verifier="bank", granted=granted)  # fmt: skip
-
     return [
         issued(base, withdrawn),
         issued(base + 1, moved),
@@ -200,18 +207,6 @@ def test_a_withdrawal_before_the_holders_issuance_the_erasure_and_the_grants_bou
     erases the consent rules 8 left and the withdrawal kept, which raises the grants' bound, and
     a grant older than it read next is refused as read too late. Both nodes refuse the same
     records for the same reasons, hold the same bytes and the same bound."""
-    end = rules.end_of_day_utc(date(T0.year + 2, 9, 15))
-    began = T0 - timedelta(days=60)
-
-    def issued(n: int, holder: str) -> Issuance:
-        return Issuance(id=f"i-{n}", recorded_at=began, serial=n, family=Family.SIGN_CARD,
-                        issuer="sign-card-g1", not_before=began, not_after=end, holder=holder,
-                        facts=FACTS)  # fmt: skip
-
-    def said(n: int, holder: str, days: int, granted: bool) -> Consent:
-        return Consent(id=f"c-{n}", recorded_at=T0 - timedelta(days=days), holder=holder,
-                       verifier="bank", granted=granted)  # fmt: skip
-
     seq = 0
     stream: list[Delivered] = []
 
@@ -234,7 +229,7 @@ def test_a_withdrawal_before_the_holders_issuance_the_erasure_and_the_grants_bou
     replay.builder.key = live.builder.key
     try:
         longest = consentkept.longest_sign_period(live.builder.cfg.crl.retention_period_days)
-        due = kept_until(int(end.timestamp()), longest)
+        due = kept_until(int(END.timestamp()), longest)
         tick = datetime.fromtimestamp(due, T0.tzinfo) + timedelta(hours=1)
         put(None, NEW, tick)  # erases x's consent and y's withdrawal
         put(said(5, y, 25, True), OLD, tick + timedelta(seconds=1))  # older than the bound
