@@ -222,7 +222,11 @@ def resolve(host: str, port: int, deadline: Deadline) -> Addresses:
             _resolving.release()
             done.set()
 
-    threading.Thread(target=ask, name="resolve", daemon=True).start()
+    try:
+        threading.Thread(target=ask, name="resolve", daemon=True).start()
+    except BaseException:  # no thread (the process's limit): the slot is not left taken
+        _resolving.release()
+        raise
     while not done.wait(deadline.wait()):
         pass  # the next wait() raises past the deadline, or stopped
     if failed:

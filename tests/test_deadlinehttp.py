@@ -382,3 +382,18 @@ def test_resolutions_left_waiting_are_bounded(hung_resolver: list[str]) -> None:
         resolve("jpki.example", 443, Deadline(5.0))
     assert time.monotonic() - t0 < 0.5
     assert len(hung_resolver) == RESOLVING
+
+
+def test_a_resolution_that_could_not_start_its_thread_leaves_no_slot_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread refused (the process at its limit) is said as such each time, never taken for
+    a resolver that does not answer (`ResolverBusy`) once `RESOLVING` such failures came."""
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    for _ in range(RESOLVING + 1):
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            resolve("jpki.example", 443, Deadline(5.0))
