@@ -216,8 +216,15 @@ def next_lapse(store: Store) -> datetime | None:
 def next_erasure(store: Store, retention: Callable[[Family, Category], int]) -> datetime | None:
     """The earliest instant a revocation record may pass its ``retention`` (days, Ord
     §70(1)(iii)), as the store's retention agenda says (`crlbuilder.retention.next_erasure`),
-    if it has one."""
+    if it has one; at once (its scan's instant) when the agenda was made under other periods
+    than ``retention``: the erasure then scans, and only a scan knows what is due."""
     shortest = retention_agenda.shortest_period(retention)
+    # either listing is trusted: a node of the record stream lists consents from rules 9 on,
+    # its first erasure after the flag scanning again by itself (`Applier.erase_past_retention`)
+    trusted = {
+        retention_agenda.periods_digest(retention, listed)
+        for listed in (retention_agenda.LISTED, _LISTED_BEFORE_RULES9)
+    }
     with store.read() as r:
         at = retention_agenda.next_erasure(
             r.retention_state(),
@@ -225,6 +232,7 @@ def next_erasure(store: Store, retention: Callable[[Family, Category], int]) -> 
             r.revoked_written_from(),
             shortest,
             r.kept_written_from(),
+            trusted,
         )
     return None if at is None else from_epoch(at)
 

@@ -77,7 +77,7 @@ digest) is stale.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from crlbuilder.model import Category, Family
@@ -179,15 +179,22 @@ def next_erasure(
     written_since: int | None,
     shortest: int,
     kept_since: int | None = None,
+    periods: Collection[str] | None = None,
 ) -> int | None:
     """The earliest instant at which an erasure may fall due: the agenda of ``state``'s
     earliest entry (``first_due``), its horizon (past it, only a scan knows), the end of
     the ``shortest`` period (days) of an entry recorded at ``written_since``, committed since
     the scan, or ``kept_since`` (`stale`), whichever is soonest. None before the first scan, and
     when a complete agenda (no horizon) lists nothing. A follow loop or a tick publisher sleeps
-    no longer than it (`crlbuilder.build`)."""
+    no longer than it (`crlbuilder.build`).
+
+    ``periods``: the digests (`periods_digest`) an erasure now would trust; an agenda made under
+    another (the periods changed since its scan) says nothing of what is due under these: its
+    scan's instant, so that the erasure, which scans, runs at once."""
     if state is None:
         return None
+    if periods is not None and state.periods not in periods:
+        return state.scanned_at
     ats = [] if state.complete else [state.horizon]  # a complete agenda never runs out
     if first_due is not None:
         ats.append(first_due)

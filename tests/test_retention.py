@@ -734,3 +734,6 @@ def test_the_next_erasure_is_the_agendas_first_entry_its_horizon_or_an_entry_wri
     # written at 00:00:30 JST on 1 March: 2-30 March for 29 days, due 00:00 on 31 March
     assert next_erasure(state, None, jst(2026, 3, 1, 0, 0, 30), 29) == jst(2026, 3, 31)
     assert next_erasure(state, jst(2026, 3, 5), jst(2026, 3, 1, 0, 0, 30), 29) == jst(2026, 3, 5)
+    # made under other periods than an erasure now would trust: at once (its scan's instant)
+    assert next_erasure(state, jst(2026, 3, 5), None, 30, None, {"p", "o"}) == jst(2026, 3, 5)
+    assert next_erasure(state, jst(2026, 3, 5), None, 30, None, {"q"}) == state.scanned_at

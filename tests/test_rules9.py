@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from crlbuilder import consentkept, release, rules
-from crlbuilder.apply import Applier, from_epoch
+from crlbuilder import apply, consentkept, release, rules
+from crlbuilder.apply import Applier, epoch, from_epoch
 from crlbuilder.ingest import Located
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Consent, Family, FourFacts, Issuance, Record, Sex
@@ -190,6 +190,10 @@ def test_an_erasure_on_the_stream_before_the_flag_erases_no_consent(world: World
     ap = world.apply([])
     ap.erase_past_retention(due + DAY, retention, keep_time=False, agenda=True, stream=True)
     assert ap.summary.consents_erased == 0
+    # its agenda, of the listing before rules 9, is trusted: the next erasure is not "at once"
+    # (the tick publisher would tick, and scan, every second)
+    after = apply.next_erasure(world.store, retention)
+    assert after is None or epoch(after) > due + DAY, after
     with Commit(world.store, lambda: from_epoch(due)) as c:
         c.put_rules9_from(42)
     ap = Applier(world.store, facts_key=bytes(32), quarantine=world.quarantine)
