@@ -889,9 +889,13 @@ class Applier:
                 c.put_erased_state(lateness.bound(now, shortest, lapse_days, c.erased_state()))
             if (crash := self.crash_points.get("erase-before-commit")) is not None:
                 crash()
-        if due:
+        gone = (
+            len(due) + len(notices) + taken_erased + move_ins_erased + facts_erased
+            + consents_erased + withdrawals_erased
+        )  # fmt: skip
+        if gone:  # a commit that erased anything: a node's loop refreshes after it
             self.summary.commits += 1
-            self.summary.erased += len(due)
+        self.summary.erased += len(due)
         self.summary.notices_erased += len(notices)
         self.summary.taken_erased += taken_erased
         self.summary.move_ins_erased += move_ins_erased

@@ -199,6 +199,7 @@ def test_an_erasure_on_the_stream_before_the_flag_erases_no_consent(world: World
     ap = Applier(world.store, facts_key=bytes(32), quarantine=world.quarantine)
     ap.erase_past_retention(due + DAY + 1, retention, keep_time=False, agenda=True, stream=True)
     assert ap.summary.consents_erased == 1
+    assert (ap.summary.erased, ap.summary.commits) == (0, 1)  # a commit: the node refreshes
 
 
 def test_a_withdrawal_before_the_holders_issuance_the_erasure_and_the_grants_bound_across_1_9(
