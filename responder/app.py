@@ -153,6 +153,7 @@ from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.streamgauges import StreamCollector
 from responder.structs import FrozenNoGc
+from responder.tlsgauges import TlsCollector
 from responder.v1 import changes
 from responder.v1 import problem as v1problem
 from responder.v1.jws import AnswerSigner, load_answer_signer
@@ -451,6 +452,8 @@ class JpkiApp:
         self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
         self.admin: MetricsApp | None = None
         """The admin listener's app (`responder.server` serves it there); None: metrics off."""
+        self._tls = TlsCollector()
+        """The TLS server certificate's notAfter, once the worker loaded a chain."""
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
             self.metrics.registry_file(bad=registry_error is not None)
@@ -472,7 +475,7 @@ class JpkiApp:
         )
         signers = SignerCollector(views, self._answer_not_after, tokens)
         collectors: list[Collector] = [
-            collector, quotas, signers, RefusedCollector(self.config.ledger.dir)
+            collector, quotas, signers, self._tls, RefusedCollector(self.config.ledger.dir)
         ]  # fmt: skip
         if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
             watch = changes.setup(self.config)  # the env the feed's routes share
@@ -502,6 +505,11 @@ class JpkiApp:
         return metrics
 
     # --- lifecycle (called by responder.server) -----------------------------------
+
+    def tls_loaded(self, not_after: datetime | None) -> None:
+        """The worker serves a TLS chain whose certificate ends at ``not_after``
+        (`responder.tlsgauges`)."""
+        self._tls.loaded(not_after)
 
     def reload(self, config: ResponderConfig) -> None:
         """SIGHUP: new registry and OCSP limits, and this node's share of every quota

@@ -223,7 +223,9 @@ class App(Protocol):
     Response | None``, the 413 for a body over its limit, the 414 for a target or the 431
     for header fields over ``max_header_bytes``, in the app's own format (the JSON API's
     problem), None for the layer's plain one; ``ready() -> Awaitable[None]``, awaited
-    before the worker says it is ready; and an optional
+    before the worker says it is ready; ``tls_loaded(not_after: datetime | None) -> None``
+    each time the worker put a TLS chain in force (at its start and at each reload), with
+    its certificate's notAfter (`responder.tlsgauges`); and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
     """

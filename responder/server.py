@@ -61,6 +61,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Final, Protocol, TextIO
@@ -80,6 +81,7 @@ from responder.config import (
 )
 from responder.http import App, HttpHooks, HttpServer
 from responder.reloadctl import Verdict, control_address, peer_credentials
+from responder.tlsgauges import chain_not_after
 
 __all__ = [
     "EXIT_STARTUP_FAILED",
@@ -95,6 +97,7 @@ __all__ = [
     "reloaded",
     "sd_notify",
     "serve",
+    "server_context",
 ]
 
 AppFactory = Callable[[ResponderConfig, int], App]
@@ -300,11 +303,16 @@ def _urls(sockets: list[socket.socket], tls: bool) -> list[str]:
 
 def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
     """The server context of ``[server.tls]``: TLS 1.2+, client certificates as configured."""
+    return server_context(tls)[0]
+
+
+def server_context(tls: TlsConfig) -> tuple[ssl.SSLContext, datetime | None]:
+    """`make_ssl_context`, and the notAfter of the certificate it serves (`load_chain`)."""
     if tls.cert is None or tls.key is None:
         raise ValueError("TLS is not configured")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    load_chain(ctx, tls.cert, tls.key)
+    not_after = load_chain(ctx, tls.cert, tls.key)
     ctx.set_alpn_protocols(["http/1.1"])
     if tls.client_cert != "none":
         try:
@@ -316,19 +324,21 @@ def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, str(tls.client_ca)) from None
         ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "required" else ssl.CERT_OPTIONAL
-    return ctx
+    return ctx, not_after
 
 
-def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> datetime | None:
     """``[server.tls]`` cert and key into ``ctx``; every error names the file. The key file
     must be its owner's only (mode 0600), as every other key file (`SignerError`). Each must
     be a regular file (a symbolic link to one is fine for the certificate): OpenSSL opens the
     certificate itself, and one replaced by a named pipe held the master's loop in it on a
-    reload."""
+    reload. Returns the notAfter of the chain's first certificate, read from the file just
+    before OpenSSL loads it (`responder.tlsgauges`; None when cryptography reads none)."""
     read_private_file(key)
     try:
         if not stat.S_ISREG(os.stat(cert).st_mode):
             raise ConfigError(str(cert), "", "not a regular file")
+        not_after = chain_not_after(cert.read_bytes())
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(cert)) from None
     try:
@@ -339,6 +349,7 @@ def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         raise ConfigError(f"{cert}, {key}", "", problem) from None
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(cert)) from None
+    return not_after
 
 
 def sd_notify(state: str) -> bool:
@@ -404,7 +415,8 @@ class _Worker:
                 else getattr(app, "hooks", None)
             )
             if config.server.tls.enabled:
-                self.ssl_context = make_ssl_context(config.server.tls)
+                self.ssl_context, not_after = server_context(config.server.tls)
+                self._tls_loaded(not_after)
             self.http = http = HttpServer.from_config(app, config.server, hooks=hooks)
             http.start()
             if first is not None:
@@ -505,6 +517,14 @@ class _Worker:
         if got is not None:
             self._confirm(got[0], self.apply(got[1]))
 
+    def _tls_loaded(self, not_after: datetime | None) -> None:
+        """The serving context holds a new chain: the app's gauge says when it ends."""
+        if not_after is None:
+            _event("tls_not_after_unread", logging.WARNING, worker=self.index)
+        loaded = getattr(self.app, "tls_loaded", None)
+        if callable(loaded):
+            loaded(not_after)
+
     def _confirm(self, generation: int, error: str | None) -> None:
         if self.control is None:
             return
@@ -535,10 +555,11 @@ class _Worker:
             self.http.reconfigure(config.server)
         if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
             try:
-                load_chain(self.ssl_context, tls.cert, tls.key)
+                not_after = load_chain(self.ssl_context, tls.cert, tls.key)
             except (OSError, ConfigError, SignerError) as exc:
                 _event("tls_reload_failed", logging.ERROR, error=_safe_error(exc))
                 return f"worker {self.index}: TLS chain: {_safe_error(exc)}"
+            self._tls_loaded(not_after)
         reload = getattr(self.app, "reload", None)
         if callable(reload):
             try:

@@ -147,6 +147,7 @@ METRICS = frozenset(
         "jpkiva_requests_total",
         "jpkiva_signing_duration_seconds",
         "jpkiva_stale_issuer",
+        "jpkiva_tls_certificate_not_after_timestamp_seconds",
         "jpkiva_token_issuer_not_after_timestamp_seconds",
         "jpkiva_store_build",
         "jpkiva_store_commit",

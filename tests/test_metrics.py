@@ -594,6 +594,22 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         assert isinstance(json.loads(line), dict)
 
 
+def test_the_tls_certificate_a_node_serves_is_exported_with_its_end(
+    built: Built, tmp_path: Path
+) -> None:
+    """Where the workers terminate TLS, /metrics says when the server certificate they serve
+    expires (JpkiVaTlsCertificateExpiring: past it no party completes a handshake), to the
+    second the certificate says; without TLS, no series."""
+    pki = built.manifest
+    tls = ("--tls-cert", str(pki.path(pki.server_cert)), "--tls-key", str(pki.path(pki.server_key)))
+    end = x509.load_pem_x509_certificate(pki.path(pki.server_cert).read_bytes()).not_valid_after_utc
+    name = "jpkiva_tls_certificate_not_after_timestamp_seconds"
+    with start_server(built, tmp_path / "tls", extra=tls) as srv:
+        assert [v for (n, _), v in srv.scrape().items() if n == name] == [end.timestamp()]
+    with start_server(built, tmp_path / "plain") as srv:
+        assert not [n for n, _ in srv.scrape() if n == name]
+
+
 def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
     """jpkiva_stale_issuer is 1 where OCSP answers tryLater, and 0 again after crlbuilder refreshes."""
     store = tmp_path / "store"  # a new store: a build may not go back before a store's last commit

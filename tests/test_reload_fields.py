@@ -12,6 +12,7 @@ import logging
 import socket
 import ssl
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -308,8 +309,8 @@ def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
     }) in rec.events  # fmt: skip
 
 
-def _tls_pair(tmp_path: Path, cn: str) -> tuple[Path, Path]:
-    ca = make_ca(cn)
+def _tls_pair(tmp_path: Path, cn: str, days: float = 3650) -> tuple[Path, Path]:
+    ca = make_ca(cn, days=days)
     cert, key = tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key"
     cert.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
     key.write_bytes(ca.key.private_bytes(serialization.Encoding.PEM,
@@ -372,6 +373,48 @@ def test_a_tls_chain_that_does_not_load_on_reload_leaves_the_serving_one(
     master.reload_config = lambda: renewed
     master._reload([])
     assert _told(master) == [renewed]
+
+
+class _TlsApp:
+    """An app that only records the TLS chains the worker says it put in force."""
+
+    def __init__(self) -> None:
+        self.loaded: list[datetime | None] = []
+
+    def tls_loaded(self, not_after: datetime | None) -> None:
+        self.loaded.append(not_after)
+
+
+def test_the_app_is_told_the_notafter_of_the_chain_in_force_and_only_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`responder.tlsgauges`: the gauge says when the certificate being served ends. The
+    worker tells the app at its start and at each reload that put a chain in force; a reload
+    whose chain does not load tells nothing (the old certificate is still served), a renewal
+    tells the new notAfter, and a chain cryptography cannot read is said unread (None, the
+    log says so) without refusing what OpenSSL loads."""
+    rec = _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    one, two = _tls_pair(tmp_path, "one", days=30), _tls_pair(tmp_path, "two", days=400)
+    running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=one[0], key=one[1])))
+    ctx, not_after = server.server_context(running.server.tls)
+    assert not_after == x509.load_pem_x509_certificate(one[0].read_bytes()).not_valid_after_utc
+    worker = _Worker(0, running, [], _no_app, None, -1)
+    worker.app = app = _TlsApp()  # type: ignore[assignment]
+    worker.ssl_context = ctx
+    mixed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=one[1])))
+    assert worker.apply(mixed) is not None
+    assert app.loaded == []
+    renewed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1])))
+    assert worker.apply(renewed) is None
+    end = x509.load_pem_x509_certificate(two[0].read_bytes()).not_valid_after_utc
+    assert app.loaded == [end] and end - not_after > timedelta(days=300)
+    # a chain OpenSSL loads and cryptography would not read: loaded all the same
+    monkeypatch.setattr(server, "chain_not_after", lambda pem: None)
+    assert worker.apply(renewed) is None
+    assert _handshake(ctx) == "two"
+    assert app.loaded == [end, None]
+    assert "tls_not_after_unread" in [e for e, _ in rec.events]
 
 
 def test_a_worker_slow_to_confirm_gets_one_message_then_the_latest(
