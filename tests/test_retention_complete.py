@@ -319,8 +319,9 @@ def test_a_commit_writes_what_it_lists_once_each_in_key_order(
     """The agenda entries a commit of records lists (facts at notAfter + 1, CRL entries and
     consents from their recordedAt) are written once each, in key order, not one put per listing
     in the order the records came: each such put searched the agenda from its root, among the
-    commit's other writes (bench/README.md, "What the listing costs the apply phase"). The
-    agenda holds the same entries."""
+    commit's other writes (bench/README.md,
+    "Issue 17, tenth pass: the retention scan off the revocations' path"). The agenda holds the
+    same entries."""
     holder = "3e" * 32
     world.apply([issuance(20, ISSUER, holder, 0, not_after=ts(700))])
     _erase(world, 10)  # a complete agenda: every commit lists from now on

@@ -481,11 +481,10 @@ class Commit(LmdbReader):
     def _write_listed(self) -> None:
         """Write the agenda entries this commit listed (`_listed`), each once and in key order:
         appended (full pages) while every key sorts after those already listed (a scan's first
-        chunk into the agenda it emptied), else inserted one after the other, LMDB's cursor
-        then finding most on the page it is on (one put per listing, in the order the records
-        came, cost each a search from the root, and at 0.75 listings per record of a first load
-        as much again in Python calls: bench/README.md, "What the listing costs the apply
-        phase")."""
+        chunk into the agenda it emptied), else inserted one after another, LMDB's cursor then
+        finding most on the page it is on. One put per listing, in the records' order, made the
+        listing of a first load a third dearer (bench/README.md,
+        "Issue 17, tenth pass: the retention scan off the revocations' path")."""
         if not self._listed:
             return
         keys = sorted(self._listed)
