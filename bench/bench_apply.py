@@ -1,6 +1,6 @@
 """The build's apply phase: its CPU seconds per record, and a digest of the store it wrote.
 
-    python -m bench.bench_apply cpu [--profile FILE] -- BUILD ARGS...
+    python -m bench.bench_apply cpu [--profile FILE | --callgrind] -- BUILD ARGS...
     python -m bench.bench_apply dump STORE
 
 ``cpu`` runs `crlbuilder build` in this process with ``BUILD ARGS`` (those of
@@ -8,7 +8,11 @@
 one JSON line: the user and system CPU seconds (``getrusage``) of `Applier.run` alone,
 reading and decoding the record files included, and per record. CPU seconds, not wall
 time: on a machine shared with other work they are what one change moves. ``--profile``
-writes a cProfile of the same span (slower: the CPU then says nothing).
+writes a cProfile of the same span (slower: the CPU then says nothing). ``--callgrind``, under
+``valgrind --tool=callgrind --instr-atstart=no``, counts the instructions of that span alone
+(callgrind's client requests, compiled with ``cc`` against valgrind's headers and loaded here:
+instrumentation on at its start, off and dumped as part "apply" at its end): a count, not a
+time, that the machine's other work does not move.
 
 ``dump`` prints, per named database, its entries and the SHA-256 of its keys and values
 in key order: two builds of the same records must print the same lines. Left out: the
@@ -19,12 +23,32 @@ changes feed's commit markers), which follow the clock.
 from __future__ import annotations
 
 import cProfile
+import ctypes
 import hashlib
 import json
 import resource
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+_CALLGRIND_C = """#include <valgrind/callgrind.h>
+void apply_start(void) { CALLGRIND_START_INSTRUMENTATION; }
+void apply_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS_AT("apply"); }
+"""
+
+
+def _callgrind() -> ctypes.CDLL:
+    """callgrind's client requests around the measured span (no-ops outside valgrind)."""
+    work = Path(tempfile.mkdtemp(prefix="bench-apply-cg-"))
+    (work / "cg.c").write_text(_CALLGRIND_C)
+    subprocess.run(
+        ["cc", "-O2", "-shared", "-fPIC", "-o", str(work / "cg.so"), str(work / "cg.c")],
+        check=True,
+    )
+    return ctypes.CDLL(str(work / "cg.so"))
 
 
 def cpu(argv: list[str]) -> int:
@@ -34,6 +58,9 @@ def cpu(argv: list[str]) -> int:
     profile = None
     if argv[:1] == ["--profile"]:
         profile, argv = argv[1], argv[2:]
+    grind = None
+    if argv[:1] == ["--callgrind"]:
+        grind, argv = _callgrind(), argv[1:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     measured: dict[str, float] = {}
@@ -44,9 +71,13 @@ def cpu(argv: list[str]) -> int:
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         if prof is not None:
             prof.enable()
+        if grind is not None:
+            grind.apply_start()
         try:
             return run(self, items)
         finally:
+            if grind is not None:
+                grind.apply_stop()
             if prof is not None:
                 prof.disable()
             r1 = resource.getrusage(resource.RUSAGE_SELF)

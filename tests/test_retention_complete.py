@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -35,6 +36,7 @@ from crlbuilder.retention import (
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store, copy_store
 from crlbuilder.store.reader import LmdbReader
+from crlbuilder.store.writer import Commit
 from tests.support.store import NODE_STATE, agenda, dump_store, node_state
 from tests.test_apply import INDEX as INDICES
 from tests.test_apply import KEY, World, issuance, rid, ts
@@ -272,6 +274,116 @@ def test_a_withdrawal_written_on_a_complete_agenda_is_listed_and_erased_without_
     assert ap.summary.withdrawals_erased == 1
     with world.store.read() as r:
         assert r.withdrawal(bytes.fromhex(holder), "bank") is None
+
+
+class _RecordingTxn:
+    """A commit's LMDB transaction that records, in order, every key written to ``db`` (the
+    retention agenda) by a put or a cursor's put or putmulti, and does the write."""
+
+    def __init__(self, txn: Any, db: Any, written: list[bytes]) -> None:
+        self._txn, self._db, self.written = txn, db, written
+
+    def put(self, key: bytes, value: bytes, **kw: Any) -> Any:
+        if kw.get("db") is self._db:
+            self.written.append(bytes(key))
+        return self._txn.put(key, value, **kw)
+
+    def cursor(self, **kw: Any) -> Any:
+        cur = self._txn.cursor(**kw)
+        return _RecordingCursor(cur, self.written) if kw.get("db") is self._db else cur
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+
+class _RecordingCursor:
+    def __init__(self, cur: Any, written: list[bytes]) -> None:
+        self._cur, self.written = cur, written
+
+    def put(self, key: bytes, value: bytes, **kw: Any) -> Any:
+        self.written.append(bytes(key))
+        return self._cur.put(key, value, **kw)
+
+    def putmulti(self, items: Any, **kw: Any) -> Any:
+        items = list(items)
+        self.written.extend(bytes(k) for k, _ in items)
+        return self._cur.putmulti(items, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+def test_a_commit_writes_what_it_lists_once_each_in_key_order(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agenda entries a commit of records lists (facts at notAfter + 1, CRL entries and
+    consents from their recordedAt) are written once each, in key order, not one put per listing
+    in the order the records came: each such put searched the agenda from its root, among the
+    commit's other writes (bench/README.md,
+    "Issue 17, tenth pass: the retention scan off the revocations' path"). The agenda holds the
+    same entries."""
+    holder = "3e" * 32
+    world.apply([issuance(20, ISSUER, holder, 0, not_after=ts(700))])
+    _erase(world, 10)  # a complete agenda: every commit lists from now on
+    written: list[bytes] = []
+    retention_db = world.store.dbs[sf.DB_RETENTION]
+    made = Commit.__init__
+
+    def recording(self: Commit, *args: Any, **kw: Any) -> None:
+        made(self, *args, **kw)
+        self._txn = _RecordingTxn(self._txn, retention_db, written)
+
+    monkeypatch.setattr(Commit, "__init__", recording)
+    world.apply([
+        issuance(21, ISSUER, "3f" * 32, 11, not_after=ts(900)),
+        issuance(22, ISSUER, "40" * 32, 11, not_after=ts(800)),
+        _consent(holder, 12),
+        _consent(holder, 12.5),  # the same JST day: listed at the same instant, written once
+        _revocation(20, 12),
+        issuance(23, ISSUER, "41" * 32, 12, not_after=ts(750)),
+    ])  # fmt: skip
+    assert written == sorted(set(written))
+    listed = agenda(world.store)
+    facts = [(int(datetime.fromisoformat(ts(d)).timestamp()) + 1, sf.status_key(INDEX, n))
+             for n, d in ((21, 900), (22, 800), (23, 750))]  # fmt: skip
+    assert set(facts) <= set(listed)
+    holder_at = kept_until(int(datetime.fromisoformat(ts(12)).timestamp()), 100)
+    assert (holder_at, bytes.fromhex(holder)) in listed
+    assert sorted(written) == [sf.retention_key(d, k) for d, k in listed if d > T0 + 10 * DAY]
+
+
+def test_what_a_commit_lists_it_reads_and_empties_in_the_same_commit(world: World) -> None:
+    """What a commit lists is on the agenda for its own reads before it ends (the first due
+    instant, the count, what is taken as due), an agenda the commit makes again drops it, and a
+    certificate issued and revoked in one commit leaves no listing of its facts."""
+    holder = "42" * 32
+    world.apply([issuance(20, ISSUER, holder, 0, not_after=ts(700))])
+    _erase(world, 10)
+    a, b = sf.status_key(INDEX, 30), sf.status_key(INDEX, 31)
+    with Commit(world.store) as c:
+        before = c.count(sf.DB_RETENTION)
+        c.put_retention(T0 + 5 * DAY, a)
+        c.put_retention(T0 + 3 * DAY, b)
+        assert c.count(sf.DB_RETENTION) == before + 2
+        c.put_retention(T0 + 2 * DAY, a)
+        assert c.take_retention(T0 + 4 * DAY) == [a, b]
+        c.put_retention(T0 + DAY, b)
+        assert c.first_retention_due() == T0 + DAY
+    assert [(d, k) for d, k in agenda(world.store) if d < T0 + 10 * DAY] == [
+        (T0 + DAY, b),
+        (T0 + 5 * DAY, a),
+    ]
+    with world.store.read() as r:
+        state = r.retention_state()
+    assert state is not None
+    with Commit(world.store) as c:
+        c.put_retention(T0 + 7 * DAY, a)
+        c.rebuild_retention(state, [(T0 + 8 * DAY, b)])
+    assert agenda(world.store) == [(T0 + 8 * DAY, b)]
+    world.apply([issuance(21, ISSUER, "43" * 32, 11, not_after=ts(900)), _revocation(21, 12)])
+    key21 = sf.status_key(INDEX, 21)
+    revoked_at = kept_until(int(datetime.fromisoformat(ts(12)).timestamp()), 100)
+    assert [e for e in agenda(world.store) if e[1] == key21] == [(revoked_at, key21)]
 
 
 def test_a_commit_of_an_earlier_release_makes_a_complete_agenda_stale(world: World) -> None:

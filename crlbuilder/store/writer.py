@@ -79,7 +79,9 @@ class Commit(LmdbReader):
         "_kept_from",
         "_links_cur",
         "_links_db",
+        "_listed",
         "_path",
+        "_retention_db",
         "_revoked_db",
         "_revoked_from",
         "_seq_u32",
@@ -113,6 +115,7 @@ class Commit(LmdbReader):
         self._holders_db = store.dbs[sf.DB_HOLDERS]
         self._revoked_db = store.dbs[sf.DB_REVOKED]
         self._applied_db = store.dbs[sf.DB_APPLIED]
+        self._retention_db = store.dbs[sf.DB_RETENTION]
         self._links_cur = self._txn.cursor(db=self._links_db)
         """The links cursor `holder_certs` repositions on every call (a read view opens one
         per call; a commit, used by the builder's one thread, keeps one)."""
@@ -131,6 +134,11 @@ class Commit(LmdbReader):
         self._agenda: sf.RetentionState | None = _UNREAD
         """The retention agenda's state, read once by this commit's first write that lists on it
         (`_agenda_state`)."""
+        self._listed: set[bytes] = set()
+        """The agenda entries (`store.format.retention_key`) this commit listed and has not
+        written yet (`_write_listed`): written once each, in key order, when the commit ends or
+        before anything reads or empties the agenda, rather than one put per listing scattered
+        among the other writes."""
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
@@ -201,6 +209,7 @@ class Commit(LmdbReader):
             seen = self.kept_written_from()
             if seen is None or self._kept_from < seen:
                 self._txn.put(sf.META_KEPT_FROM, sf.pack_i64(self._kept_from), db=self._meta_db)
+        self._write_listed()
         self._txn.commit()
 
     def _agenda_state(self) -> sf.RetentionState | None:
@@ -221,6 +230,16 @@ class Commit(LmdbReader):
                 self.put_retention(kept_until(recorded_at, state.shortest), key)
         elif self._revoked_from is None or recorded_at < self._revoked_from:
             self._revoked_from = recorded_at
+
+    def first_retention_due(self) -> int | None:
+        # what this commit listed is written first (`_write_listed`): the agenda as it reads
+        self._write_listed()
+        return super().first_retention_due()
+
+    def count(self, db: bytes) -> int:
+        if db == sf.DB_RETENTION:
+            self._write_listed()
+        return super().count(db)
 
     def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
         # `LmdbReader.holder_certs` on this commit's cursor: set_key positions it afresh each
@@ -314,8 +333,11 @@ class Commit(LmdbReader):
         put(key, entry, db=self._revoked_db)
         if self._txn.delete(key, db=self._holders_db):
             # their listing goes with them (`_list_facts`), before the entry's own is written: a
-            # complete agenda keeps one entry per thing that can still fall due
-            self._txn.delete(sf.retention_key(st.not_after + 1, key), db=self._dbs[sf.DB_RETENTION])
+            # complete agenda keeps one entry per thing that can still fall due (listed by this
+            # commit, not written yet, or by an earlier one)
+            facts_listed = sf.retention_key(st.not_after + 1, key)
+            self._listed.discard(facts_listed)
+            self._txn.delete(facts_listed, db=self._retention_db)
         self._wrote_revoked(key, recorded_at)
         self.wrote = self.changed = True
         self._drop_answer(key)
@@ -439,7 +461,8 @@ class Commit(LmdbReader):
         not due yet, in a complete agenda), in any order. The entries written before it are all
         seen: `META_REVOKED_FROM` and `META_KEPT_FROM` go, and this commit's later writes list
         by ``state``."""
-        self._txn.drop(self._dbs[sf.DB_RETENTION], delete=False)
+        self._listed.clear()  # what this commit listed goes with what was written
+        self._txn.drop(self._retention_db, delete=False)
         self.add_retention(later)
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
         self._agenda = state
@@ -449,15 +472,26 @@ class Commit(LmdbReader):
     def add_retention(self, later: Iterable[tuple[int, bytes]]) -> None:
         """List every (due instant, key) of ``later`` on the retention agenda at once: a scan's
         (`rebuild_retention`), in chunks when it lists many, so that it never holds every entry
-        of the store in memory. Appended in key order (full pages) while every key sorts after
-        those already listed: the first chunk, into the agenda the scan emptied."""
+        of the store in memory; written at once, with what this commit listed before
+        (`_write_listed`)."""
         # a set: a status key may be listed for its CRL entry and its facts at one instant
-        keys = sorted({sf.retention_key(due, key) for due, key in later})
-        if not keys:
+        self._listed.update(sf.retention_key(due, key) for due, key in later)
+        self._write_listed()
+
+    def _write_listed(self) -> None:
+        """Write the agenda entries this commit listed (`_listed`), each once and in key order:
+        appended (full pages) while every key sorts after those already listed (a scan's first
+        chunk into the agenda it emptied), else inserted one after another, LMDB's cursor then
+        finding most on the page it is on. One put per listing, in the records' order, made the
+        listing of a first load a third dearer (bench/README.md,
+        "Issue 17, tenth pass: the retention scan off the revocations' path")."""
+        if not self._listed:
             return
-        cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
+        keys = sorted(self._listed)
+        cur = self._txn.cursor(db=self._retention_db)
         append = not cur.last() or bytes(cur.key()) < keys[0]
-        cur.putmulti(((k, b"") for k in keys), append=append)
+        cur.putmulti([(k, b"") for k in keys], append=append)
+        self._listed.clear()
         self.wrote = True
 
     def put_erased_state(self, state: sf.ErasedState) -> None:
@@ -467,13 +501,16 @@ class Commit(LmdbReader):
 
     def put_retention(self, due: int, key: bytes) -> None:
         """List ``key`` (a status key, or a holder key for a lapsed move-out notice,
-        `crlbuilder.lapsed`) on the retention agenda as due at ``due``."""
-        self._put(sf.DB_RETENTION, sf.retention_key(due, key), b"", change=False)
+        `crlbuilder.lapsed`) on the retention agenda as due at ``due``: written with the rest
+        this commit lists (`_write_listed`), by the time anything reads the agenda."""
+        self._listed.add(sf.retention_key(due, key))
+        self.wrote = True
 
     def take_retention(self, now: int) -> list[bytes]:
         """The keys the agenda names as due by ``now``, taken off it (check each): status keys
         (22 bytes) of CRL entries, and holder keys (32 bytes) of lapsed move-out notices."""
-        cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
+        self._write_listed()
+        cur = self._txn.cursor(db=self._retention_db)
         out: list[bytes] = []
         cur.first()
         while k := cur.key():  # empty once past the last entry
