@@ -310,6 +310,32 @@ class ResponseSigner:
             body += b"\xa1" + der_length(len(exts)) + exts
         return b"\x30" + der_length(len(body)) + body
 
+    def presigned_data(
+        self,
+        cert_id: bytes,
+        revoked_at: int,
+        reason: int | None,
+        this_update: int,
+        next_update: int,
+    ) -> bytes:
+        """The tbsResponseData of a pre-signed answer: one revoked CertID (``cert_id``, SHA-1,
+        `cert_id_der`), producedAt equal to ``this_update``, no nonce.
+
+        The one encoder of those bytes: the builder signs what it returns
+        (`crlbuilder.presign`) and stores the signature with the times
+        (`crlbuilder.store.format.pack_response_parts`); the responder calls it again with
+        the same values (the serial from the key, revocationTime and reason from the status
+        record of the answer's version) and sends `assemble` of it and the signature
+        (`responder.flow`): the bytes signed, byte for byte, for as long as this function
+        encodes the same values the same way (a change here that moves a byte is caught by the
+        stored check and refused, never sent with a signature that does not verify)."""
+        return self.response_data(
+            (SingleAnswer(cert_id, _IS_REVOKED, revoked_at, reason),),
+            produced_at=this_update,
+            this_update=this_update,
+            next_update=next_update,
+        )
+
     def assemble(self, response_data: bytes, signature: bytes) -> bytes:
         """The full OCSPResponse DER around a signed tbsResponseData."""
         sig_len = len(signature) + 1
