@@ -13,6 +13,7 @@ earlier layout is still sent as stored. A value whose parts do not rebuild the a
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import CertStatus, Family
 from crlbuilder.ocsp.request import CertId, parse_request
-from crlbuilder.ocsp.response import ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
+from crlbuilder.ocsp.response import (
+    ResponseSigner,
+    SingleAnswer,
+    _gt,
+    cert_id_der,
+    issuer_hashes,
+)
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import decode_answer
 from responder.flow import presigned_der
@@ -229,3 +238,16 @@ def test_a_stem_that_would_read_as_parts_is_not_written() -> None:
         sf.pack_response_parts(1, 2, 3, bytes(8), bytes(4), b"")
     with pytest.raises(ValueError, match="4-byte check"):
         sf.pack_response_parts(1, 2, 3, bytes(8), bytes(3), b"sig")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(0, 253_402_300_799), st.sampled_from(
+    [0, 59, 86_399, 86_400, 951_782_400, 951_868_799, 2_524_607_999, 253_402_300_799]
+)))  # fmt: skip
+def test_generalized_time_is_gmtimes_every_second(epoch: int) -> None:
+    """The GeneralizedTime of every answer (`_gt`: the date of its day cached, then the time of
+    day) is what ``time.gmtime`` says of the second, through 9999-12-31T23:59:59Z."""
+    t = time.gmtime(epoch)
+    assert _gt(epoch) == b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (
+        t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+    )  # fmt: skip
