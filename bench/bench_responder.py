@@ -88,10 +88,12 @@ from bench import openloop
 from bench.procs import BenchError, children, started, wait_line
 from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.ocsp.response import ResponseSigner, issuer_hashes
+from crlbuilder.ocsp.request import CertId
+from crlbuilder.ocsp.response import ResponseSigner, cert_id_der, issuer_hashes
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
+from responder.flow import presigned_der
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 BIN: Final = Path(sys.executable).parent
@@ -173,9 +175,10 @@ def answer_signers(manifest: Manifest) -> dict[int, ResponseSigner]:
 def stored_answer(r: StoreReader, key: bytes, signer: ResponseSigner, now: int) -> bytes | None:
     """The full DER the responder sends for ``key`` from the store, or None when it would sign.
 
-    A stored answer is kept without its ``certs`` field (`store.format.pack_response`): it is
-    current when its status version is the record's, its nextUpdate is ahead and its signer
-    is the issuer's signer; the responder then appends the signer's ``certs`` field.
+    A stored answer is current when its status version is the record's, its nextUpdate is
+    ahead and its signer is the issuer's signer; the responder then sends it as
+    `responder.flow.presigned_der` makes it (a stem with the signer's ``certs``, or the parts
+    rebuilt) for the SHA-1 CertID of the issuer's certificate in the store's issuer table.
     """
     st = r.status(key)
     stored = r.stored_answer(key)
@@ -188,7 +191,14 @@ def stored_answer(r: StoreReader, key: bytes, signer: ResponseSigner, now: int) 
         or stored.signer_id != signer.signer_id
     ):
         return None
-    return stored.stem + signer.certs_suffix
+    index = int.from_bytes(key[:2], "big")
+    issuer = next(
+        x509.load_der_x509_certificate(m.cert_der) for m in r.issuers() if m.index == index
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    serial = int.from_bytes(key[2:], "big")
+    der = cert_id_der("sha1", name_hash, key_hash, serial)
+    return presigned_der(stored, st, CertId("sha1", name_hash, key_hash, serial, der), signer)
 
 
 def pick_samples(store: Store, manifest: Manifest, pop: Path | None) -> tuple[Sample, Sample]:

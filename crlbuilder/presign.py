@@ -2,9 +2,11 @@
 
 A revoked certificate's answer never changes until its nextUpdate, so
 crlbuilder signs it once at build time with the issuer generation's delegated
-OCSP signer and stores the DER beside the status record (``responses``,
-keyed like ``status``, tagged with the status version it answers). The
-responder then sends those bytes as they are. Answers whose nextUpdate is
+OCSP signer and stores it beside the status record (``responses``,
+keyed like ``status``, tagged with the status version it answers) as what its DER cannot be
+derived from: its times, its signer and its signature (`sf.pack_response_parts`). The
+responder rebuilds the DER with the same encoder (`ResponseSigner.presigned_data`) and sends
+it; an answer stored by an earlier version as its DER stem is sent as stored. Answers whose nextUpdate is
 closer than ``refresh_before`` are signed again. "Good" answers are not stored:
 the responder signs them on demand and caches them by status version.
 
@@ -98,11 +100,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
-from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.delegate import validity_problem
 from crlbuilder.ocsp.response import (
     ResponseSigner,
-    SingleAnswer,
     cert_id_der,
     issuer_hashes,
 )
@@ -468,18 +468,12 @@ class Presigner:
         rs = self._response_signers[issuer.id]
         name_hash, key_hash = self._hashes[issuer.id]
         data = [
-            rs.response_data(
-                [
-                    SingleAnswer(
-                        cert_id_der("sha1", name_hash, key_hash, int.from_bytes(key[2:], "big")),
-                        CertStatus.REVOKED,
-                        st.revoked_at,
-                        st.reason,
-                    )
-                ],
-                produced_at=now,
-                this_update=now,
-                next_update=next_update,
+            rs.presigned_data(
+                cert_id_der("sha1", name_hash, key_hash, int.from_bytes(key[2:], "big")),
+                st.revoked_at,
+                st.reason,
+                now,
+                next_update,
             )
             for key, st in chunk
         ]
@@ -516,16 +510,21 @@ class Presigner:
         now: int,
         next_update: int,
     ) -> None:
-        """Store answers (without their constant certs field) whose status did not change meanwhile."""
-        suffix = rs.certs_suffix
+        """Store the answers whose status did not change meanwhile, as their parts
+        (`sf.pack_response_parts`): the signature and a check of what it signs. The rest of
+        each is what `ResponseSigner.presigned_data` made of the key, the status record of
+        that version and the times, which the responder gives it again."""
+        signer_id = rs.signer_id
+        check = sf.response_check
         with Commit(self.store) as c:
             for (key, st), d, sig in zip(chunk, data, signatures, strict=True):
                 current = c.status(key)
                 if current is None or current.version != st.version:
                     continue
-                der = rs.assemble(d, sig)
-                stem = der[: len(der) - len(suffix)]
-                c.put_answer(key, StoredAnswer(st.version, now, next_update, rs.signer_id, stem))
+                answer = StoredAnswer(
+                    st.version, now, next_update, signer_id, b"", sig, check(d, sig)
+                )
+                c.put_answer(key, answer)
 
     def _record_state(
         self,

@@ -56,8 +56,9 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   (`OcspFlow.foreign`): the status records there are not this issuer's;
 - a revoked serial with a stored pre-signed answer of the current status version,
   a SHA-1 CertID the answer echoes byte for byte (hashAlgorithm parameters NULL,
-  `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets those stored bytes,
-  while now lies between their thisUpdate and nextUpdate (one dated ahead, by a builder's
+  `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets the bytes signed
+  (`presigned_der`: stored as its parts, the answer is rebuilt by the encoder the builder
+  signed and checked against the stored check; stored as its stem, those bytes), while now lies between their thisUpdate and nextUpdate (one dated ahead, by a builder's
   clock ahead of this node's or a build ``--as-of`` a later instant, is rejected by clients:
   signed afresh instead);
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
@@ -107,16 +108,17 @@ from collections.abc import Iterable
 from typing import Final, Protocol
 
 from crlbuilder.model import Family
-from crlbuilder.ocsp.request import OcspRequest, RequestError, parse_request
+from crlbuilder.ocsp.request import CertId, OcspRequest, RequestError, parse_request
 from crlbuilder.ocsp.response import (
     CertStatus,
     ResponseSigner,
     ResponseStatus,
     SingleAnswer,
+    cert_id_der,
     issuer_hashes,
 )
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import Generation, ReadSource, StoreReader, never_fed
+from crlbuilder.store.reader import Generation, ReadSource, StoredAnswer, StoreReader, never_fed
 from crlbuilder.validity import expired_at
 from responder import access, policy
 from responder.config import OcspConfig
@@ -217,6 +219,34 @@ _STATUS_NAME: Final = {
 }
 _SERIAL_END: Final = 1 << 160
 """Serials at or past this (or not positive) have no status key: never ours."""
+
+
+def presigned_der(
+    stored: StoredAnswer, st: sf.StatusRecord, cid: CertId, signer: ResponseSigner
+) -> bytes | None:
+    """The DER to send for a pre-signed answer of ``st``'s version by ``signer`` asked with the
+    SHA-1 CertID ``cid``, or None when it does not echo ``cid`` (hashAlgorithm parameters
+    absent, not NULL: signed afresh).
+
+    Stored as its stem (an earlier version's layout): the stem and the signer's ``certs``.
+    Stored as its parts: the tbsResponseData rebuilt by the encoder the builder signed
+    (`ResponseSigner.presigned_data`, from the CertID, ``st``'s revocationTime and reason and
+    the stored times), checked against the stored check (`sf.StoreCorrupt` when it does not
+    match: the bytes would not verify), then the envelope around it and the signature."""
+    if not stored.parts:
+        return stored.stem + signer.certs_suffix if cid.der in stored.stem else None
+    cert_id = cert_id_der("sha1", cid.issuer_name_hash, cid.issuer_key_hash, cid.serial)
+    if cid.der != cert_id:
+        return None
+    try:
+        signed = signer.presigned_data(
+            cert_id, st.revoked_at, st.reason, stored.this_update, stored.next_update
+        )
+    except ValueError:  # a time no GeneralizedTime holds: no builder signed it
+        raise sf.corrupt_response() from None
+    if not stored.rebuilt(signed):
+        raise sf.corrupt_response()
+    return signer.assemble(signed, stored.signature)
 
 
 class OcspFlow:
@@ -422,11 +452,11 @@ class OcspFlow:
                         and stored.version == version
                         and stored.this_update <= now < stored.next_update
                         and stored.signer_id == signer.signer_id
-                        and cid.der in stored.stem  # the CertID it echoes (NULL parameters)
+                        and (der := presigned_der(stored, st, cid, signer)) is not None
                     ):
                         ready = Ready(
-                            stored.stem + signer.certs_suffix, stored.this_update,
-                            stored.next_update, ("revoked",), (view.family,), presigned=True,
+                            der, stored.this_update, stored.next_update, ("revoked",),
+                            (view.family,), presigned=True,
                         )  # fmt: skip
                         self._put(cid.der, version, ready)
                         return ready

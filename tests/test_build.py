@@ -26,6 +26,7 @@ from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN, Built, run_tool
 from tests.expected import erased as is_erased
 from tests.support.builder import as_of_the_clock
+from tests.support.presigned import served
 from tests.support.store import Dump, dump_store
 from tests.support.wait import until
 
@@ -169,7 +170,11 @@ def test_presigned_answers_verify_with_openssl(built: Built) -> None:
                 PemSigner.from_files(built.pki / files[0], built.pki / files[1])
             )
             assert sf.unpack_response_head(raw)[3] == signer.signer_id
-            der = bytes(raw[sf.RESPONSE_HEAD_BYTES :]) + signer.certs_suffix
+            issuer_cert = x509.load_pem_x509_certificate(
+                (built.population / a.issuer_cert).read_bytes()
+            )
+            with store.read() as r:
+                der = served(r, sf.status_key(index[a.issuer], a.serial), signer, issuer_cert)
             resp = Path(built.store.parent / "resp.der")
             resp.write_bytes(der)
             out = subprocess.run(

@@ -33,6 +33,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from tests.conftest import ROOT, Built, run_tool
 from tests.support.harness import Server, start_server
+from tests.support.presigned import served
 
 G1, G2, AUTH = "sign-card-g1", "sign-card-g2", "auth-card-g1"
 SERIALS = (0x1001, 0x1002, 0x1003)
@@ -199,13 +200,14 @@ def test_act_14_compromised_delegate_signs_no_stored_answer(
         with store.read() as r:
             index = {i.id: i.index for i in r.issuers()}
         seen = 0
-        with store.env.begin() as txn:
+        g1_cert = x509.load_pem_x509_certificate(m.path(g1.cert).read_bytes())
+        with store.env.begin() as txn, store.read() as r:
             for serial in SERIALS:
                 raw = txn.get(sf.status_key(index[G1], serial), db=store.dbs[sf.DB_RESPONSES])
                 assert raw is not None
                 assert sf.unpack_response_head(raw)[3] == successor.signer_id
                 resp = ocsp.load_der_ocsp_response(
-                    bytes(raw[sf.RESPONSE_HEAD_BYTES :]) + successor.certs_suffix
+                    served(r, sf.status_key(index[G1], serial), successor, g1_cert)
                 )
                 assert not _signed_by(compromised_delegate, resp.signature, resp.tbs_response_bytes)
                 assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED

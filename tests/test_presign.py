@@ -32,10 +32,13 @@ from crlbuilder.config import BuilderConfig
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.model import Category, Reason
+from crlbuilder.ocsp.request import CertId
+from crlbuilder.ocsp.response import cert_id_der
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
+from responder.flow import presigned_der
 from tests.conftest import BIN, Built
 from tests.support.builder import as_of_the_clock, builder_config, events_until, follow_process
 
@@ -78,7 +81,7 @@ def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
                     a = r.stored_answer(key)
                     assert a is not None and a.this_update == now, key.hex()
                     assert a.signer_id == rs.signer_id
-                    resp = ocsp.load_der_ocsp_response(a.stem + rs.certs_suffix)
+                    resp = ocsp.load_der_ocsp_response(served(r, p, issuer_id, key))
                     assert resp.serial_number == int.from_bytes(key[2:], "big")
                     assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
                     public = delegates[issuer_id].public_key()
@@ -90,6 +93,20 @@ def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
         assert signed == result.signed and result.kept == 0
     finally:
         store.close()
+
+
+def served(r: LmdbReader, p: presign.Presigner, issuer_id: str, key: bytes) -> bytes:
+    """The DER a responder sends for ``key``'s stored answer asked with the SHA-1 CertID the
+    pre-signer signed (`responder.flow.presigned_der`: the answer rebuilt from its parts)."""
+    a, st = r.stored_answer(key), r.status(key)
+    assert a is not None and st is not None
+    name_hash, key_hash = p._hashes[issuer_id]
+    serial = int.from_bytes(key[2:], "big")
+    der = cert_id_der("sha1", name_hash, key_hash, serial)
+    got = presigned_der(a, st, CertId("sha1", name_hash, key_hash, serial, der),
+                        p._response_signers[issuer_id])  # fmt: skip
+    assert got is not None
+    return got
 
 
 # ---------------------------------------------------------------------------
@@ -223,12 +240,11 @@ def _signing_issuers(store: Store, p: presign.Presigner) -> list[sf.IssuerMeta]:
 
 
 def _verify(store: Store, p: presign.Presigner, issuer: sf.IssuerMeta, key: bytes) -> StoredAnswer:
-    rs = p._response_signers[issuer.id]
     with store.read() as r:
         a = r.stored_answer(key)
         st = r.status(key)
-    assert a is not None and st is not None and a.version == st.version
-    resp = ocsp.load_der_ocsp_response(a.stem + rs.certs_suffix)
+        assert a is not None and st is not None and a.version == st.version
+        resp = ocsp.load_der_ocsp_response(served(r, p, issuer.id, key))
     assert resp.serial_number == int.from_bytes(key[2:], "big")
     assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
     assert resp.next_update_utc is not None
@@ -686,11 +702,10 @@ def test_a_delegate_key_replaced_under_a_running_builder_signs_nothing_that_is_s
         with pytest.raises(SignerError, match="auth-card-g1's OCSP signer: a signing process"):
             p.run(int(time.time()))
         p.close()
-        rs = p._response_signers[issuer.id]
         with store.read() as r:
             index = next(i.index for i in r.issuers() if i.id == issuer.id)
-            for _, a in r.stored_answers(index):
-                resp = ocsp.load_der_ocsp_response(a.stem + rs.certs_suffix)
+            for key, _ in r.stored_answers(index):
+                resp = ocsp.load_der_ocsp_response(served(r, p, issuer.id, key))
                 public = resp.certificates[0].public_key()
                 assert isinstance(public, rsa.RSAPublicKey)
                 assert resp.signature_hash_algorithm is not None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from crlbuilder.model import CertStatus, Family
@@ -105,6 +106,13 @@ _READS: list[tuple[str, bytes, bytes, bytes, Callable[[LmdbReader], object]]] = 
         sf.DB_RESPONSES,
         KEY,
         bytes(sf.RESPONSE_HEAD_BYTES),
+        lambda r: r.stored_answer(KEY),
+    ),
+    (
+        "responses",
+        sf.DB_RESPONSES,
+        KEY,
+        bytes(sf.RESPONSE_HEAD_BYTES) + b"\x01" + bytes(4),  # the parts' tag, no signature
         lambda r: r.stored_answer(KEY),
     ),
     ("meta commit", sf.DB_META, sf.META_COMMIT, b"\x00\x01", lambda r: r.generation()),
@@ -229,6 +237,55 @@ def test_a_responder_answers_internal_error_for_a_damaged_status_record(
         answered = ocsp.load_der_ocsp_response(bytes(fine.body))
         assert answered.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
         assert answered.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    finally:
+        app.close()
+
+
+def test_a_responder_refuses_a_presigned_answer_whose_parts_were_damaged(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The built store holds its pre-signed answers as their parts: a revoked certificate's
+    answer, rebuilt, is the one signed (its signature verifies with the delegate's key). One
+    byte of its stored signature flipped: OCSP internalError (as a damaged status record), never
+    the rebuilt bytes, whose signature would not verify."""
+    path = tmp_path / "store"
+    shutil.copytree(built.store, path)
+    a = sample(built, CertStatus.REVOKED, "sign-card")
+    s = Store.open(path, readonly=False)
+    try:
+        with s.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == a.issuer)
+        key = sf.status_key(index, a.serial)
+        with s.env.begin() as txn:
+            value = bytes(txn.get(key, db=s.dbs[sf.DB_RESPONSES]))
+        assert value[sf.RESPONSE_HEAD_BYTES] == sf.RESPONSE_PARTS_TAG  # stored as its parts
+    finally:
+        s.close()
+    app, ask = _ocsp_app(built, tmp_path, monkeypatch, path, "sig-verifier")
+    try:
+        _, fine = ask(ocsp_request(built, a))
+        answered = ocsp.load_der_ocsp_response(bytes(fine.body))
+        assert answered.certificate_status is ocsp.OCSPCertStatus.REVOKED
+        public = answered.certificates[0].public_key()
+        assert isinstance(public, rsa.RSAPublicKey) and answered.signature_hash_algorithm
+        public.verify(answered.signature, answered.tbs_response_bytes, padding.PKCS1v15(),
+                      answered.signature_hash_algorithm)  # fmt: skip
+    finally:
+        app.close()
+    s = Store.open(path, readonly=False)
+    try:
+        _damage(s, sf.DB_RESPONSES, key, value[:-1] + bytes((value[-1] ^ 1,)))
+    finally:
+        s.close()
+    (tmp_path / "again").mkdir()  # a worker started on the damaged store: nothing cached
+    app, ask = _ocsp_app(built, tmp_path / "again", monkeypatch, path, "sig-verifier")
+    try:
+        req, resp = ask(ocsp_request(built, a))
+        assert resp.status == 200
+        assert ocsp.load_der_ocsp_response(bytes(resp.body)).response_status is (
+            ocsp.OCSPResponseStatus.INTERNAL_ERROR
+        )
+        assert req.note is not None and req.note.ocsp_status == "internalError"
     finally:
         app.close()
 

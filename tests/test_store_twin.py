@@ -81,7 +81,17 @@ def _model(draw: st.DrawFn) -> MemoryReader:
             draw(_times),
             draw(_times),
             draw(st.binary(min_size=8, max_size=8)),
-            draw(st.binary(min_size=1, max_size=40)),
+            *draw(
+                st.one_of(
+                    # the DER stem (a SEQUENCE), or the parts: no stem, a signature, a check
+                    st.tuples(st.binary(max_size=40).map(lambda b: b"\x30" + b)),
+                    st.tuples(
+                        st.just(b""),
+                        st.binary(min_size=1, max_size=40),
+                        st.binary(min_size=4, max_size=4),
+                    ),
+                )
+            ),
         )
         for k, s in status.items()
         if s.revoked and draw(st.booleans())
@@ -217,11 +227,13 @@ def _write(path: Path, m: MemoryReader) -> Store:
         for k, e in m.revoked.items():
             txn.put(k, e.pack(), db=d[sf.DB_REVOKED])
         for k, a in m.answers.items():
-            txn.put(
-                k,
-                sf.pack_response(a.version, a.this_update, a.next_update, a.signer_id, a.stem),
-                db=d[sf.DB_RESPONSES],
+            head = (a.version, a.this_update, a.next_update, a.signer_id)
+            value = (
+                sf.pack_response_parts(*head, a.check, a.signature)
+                if a.parts
+                else sf.pack_response(*head, a.stem)
             )
+            txn.put(k, value, db=d[sf.DB_RESPONSES])
         for (holder, family), ks in m.links.items():
             for k in ks:
                 txn.put(sf.link_key(holder, family), k, db=d[sf.DB_LINKS])

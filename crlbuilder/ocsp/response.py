@@ -103,20 +103,28 @@ def der_integer(value: int) -> bytes:
     return _tlv(b"\x02", value.to_bytes(size, "big", signed=True))
 
 
+_TWO_DIGITS: Final = tuple(b"%02d" % n for n in range(60))
+
+
+@lru_cache(maxsize=1 << 14)
+def _date(day: int) -> bytes:
+    """``YYYYMMDD`` of a day counted from the epoch (UTC)."""
+    t = time.gmtime(day * 86_400)
+    return b"%04d%02d%02d" % (t.tm_year, t.tm_mon, t.tm_mday)
+
+
 @lru_cache(maxsize=4096)
 def _gt(epoch: int) -> bytes:
-    """GeneralizedTime TLV ``YYYYMMDDHHMMSSZ`` (RFC 5280 §4.1.2.5.2) of an epoch second."""
+    """GeneralizedTime TLV ``YYYYMMDDHHMMSSZ`` (RFC 5280 §4.1.2.5.2) of an epoch second: the
+    date of its day (cached: a pre-signed answer's revocationTime misses this cache, its day
+    seldom does), then the time of day."""
     if not 0 <= epoch <= _MAX_GENERALIZED_TIME:
         raise ValueError("time out of GeneralizedTime range")
-    t = time.gmtime(epoch)
-    return b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (
-        t.tm_year,
-        t.tm_mon,
-        t.tm_mday,
-        t.tm_hour,
-        t.tm_min,
-        t.tm_sec,
-    )
+    day, second = divmod(epoch, 86_400)
+    hour, second = divmod(second, 3_600)
+    minute, second = divmod(second, 60)
+    two = _TWO_DIGITS
+    return b"\x18\x0f" + _date(day) + two[hour] + two[minute] + two[second] + b"Z"
 
 
 OID_SHA1_DER: Final = b"\x06\x05\x2b\x0e\x03\x02\x1a"
@@ -308,6 +316,41 @@ class ResponseSigner:
             ext = b"\x30" + der_length(len(ext)) + ext
             exts = b"\x30" + der_length(len(ext)) + ext
             body += b"\xa1" + der_length(len(exts)) + exts
+        return b"\x30" + der_length(len(body)) + body
+
+    def presigned_data(
+        self,
+        cert_id: bytes,
+        revoked_at: int,
+        reason: int | None,
+        this_update: int,
+        next_update: int,
+    ) -> bytes:
+        """The tbsResponseData of a pre-signed answer: one revoked CertID (``cert_id``, SHA-1,
+        `cert_id_der`), producedAt equal to ``this_update``, no nonce.
+
+        The one encoder of those bytes: the builder signs what it returns
+        (`crlbuilder.presign`) and stores the signature with the times
+        (`crlbuilder.store.format.pack_response_parts`); the responder calls it again with
+        the same values (the serial from the key, revocationTime and reason from the status
+        record of the answer's version) and sends `assemble` of it and the signature
+        (`responder.flow`): the bytes signed, byte for byte, for as long as this function
+        encodes the same values the same way (a change here that moves a byte is caught by the
+        stored check and refused, never sent with a signature that does not verify). The bytes
+        `response_data` makes of the same answer (tests/test_presigned_parts.py compares them),
+        written out for the one answer: the responder calls it for every pre-signed answer it
+        does not hold in its cache."""
+        info = _gt(revoked_at)
+        if reason:
+            try:
+                info += _REASON_DER[reason]
+            except KeyError:
+                raise ValueError(f"not a CRLReason: {reason!r}") from None
+        this = _gt(this_update)
+        single = cert_id + b"\xa1" + der_length(len(info)) + info + this + _NEXT_UPDATE_TAG
+        single += _gt(next_update)
+        single = b"\x30" + der_length(len(single)) + single
+        body = self._responder_id + this + b"\x30" + der_length(len(single)) + single
         return b"\x30" + der_length(len(body)) + body
 
     def assemble(self, response_data: bytes, signature: bytes) -> bytes:

@@ -10,7 +10,10 @@ database      key                            value
 ============= ============================== =========================================
 status        issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian): good, revoked, erased
 revoked       issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
-responses     issuer u16 | serial 20 B       version | this/nextUpdate | signer id | DER stem
+responses     issuer u16 | serial 20 B       version | this/nextUpdate | signer id, then
+                                             either the DER stem (`pack_response`, first
+                                             byte 0x30) or tag 0x01 | check 4 B | signature
+                                             (`pack_response_parts`: the DER rebuilt)
 links         holder 32 B | family u8        dupsort: status keys (22 B) of the holder
 holders       issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
 consents      holder 32 B | verifier utf-8   recorded_at i64
@@ -48,6 +51,7 @@ seconds since the Unix epoch (UTC). The resident record code never appears:
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from datetime import date
 from typing import Final, NamedTuple
@@ -632,29 +636,94 @@ def revoked_recorded_at(value: bytes) -> int:
 _RESPONSE_HEAD = struct.Struct(">Iqq8s")
 RESPONSE_HEAD_BYTES: Final = _RESPONSE_HEAD.size
 SIGNER_ID_BYTES: Final = 8
+RESPONSE_PARTS_TAG: Final = 0x01
+"""The byte after the head of a `pack_response_parts` value. A stem (`pack_response`) is an
+OCSPResponse's DER, a SEQUENCE: it begins with 0x30, never with this."""
+RESPONSE_CHECK_BYTES: Final = 4
+"""The check of a `pack_response_parts` value (`response_check`)."""
 
 
 def pack_response(
     version: int, this_update: int, next_update: int, signer_id: bytes, stem: bytes
 ) -> bytes:
-    """A pre-signed OCSP response, stored without its trailing ``certs`` field.
+    """A pre-signed OCSP response, stored without its trailing ``certs`` field (the first
+    layout: still read and served, no longer written by the pre-signer).
 
     ``stem`` is the response DER minus the signer-certificate field that ends
     every response of one delegated signer (about 1.3 KB, the same bytes each
     time); ``signer_id`` (8 bytes of the signer certificate's SHA-256) names the
     field the responder appends when it sends the answer. This keeps a
-    million revoked answers at about half a gigabyte instead of two.
+    million revoked answers at about half a gigabyte instead of two. A stem that
+    begins with `RESPONSE_PARTS_TAG` would read as the other layout: ValueError.
     """
+    if not stem or stem[0] == RESPONSE_PARTS_TAG:
+        raise ValueError("a stored answer's stem is the response DER (a SEQUENCE, 0x30...)")
     return _RESPONSE_HEAD.pack(version, this_update, next_update, signer_id) + stem
 
 
+def pack_response_parts(
+    version: int,
+    this_update: int,
+    next_update: int,
+    signer_id: bytes,
+    check: bytes,
+    signature: bytes,
+) -> bytes:
+    """A pre-signed OCSP response stored as what its DER cannot be derived from (the second
+    layout): the head, `RESPONSE_PARTS_TAG`, the ``check`` (`response_check`) and the
+    signature. The rest of the signed bytes is a function of the head (thisUpdate, which is
+    also producedAt, and nextUpdate), the key (the serial), the status record of the head's
+    version (revocationTime, reason) and the constants of the signer and the issuer; the
+    responder rebuilds the DER with the encoder the builder signed
+    (`crlbuilder.ocsp.response.ResponseSigner.presigned_data`). About 290 bytes where the stem
+    took about 510."""
+    if len(check) != RESPONSE_CHECK_BYTES or not signature:
+        raise ValueError("a stored answer's parts: a 4-byte check and a signature")
+    head = _RESPONSE_HEAD.pack(version, this_update, next_update, signer_id)
+    return head + bytes((RESPONSE_PARTS_TAG,)) + check + signature
+
+
+def response_check(signed: bytes, signature: bytes) -> bytes:
+    """The check of a `pack_response_parts` value: 4 bytes of the SHA-256 of the signed bytes
+    (tbsResponseData) and the signature. The responder compares it with the answer it rebuilt
+    before sending it: a damaged head, signature or status record, or another encoder than the
+    one that signed, would rebuild bytes whose signature does not verify; the check refuses
+    them (`corrupt_response`) instead of sending them."""
+    h = hashlib.sha256(signed)
+    h.update(signature)
+    return h.digest()[:RESPONSE_CHECK_BYTES]
+
+
+def corrupt_response() -> StoreCorrupt:
+    """The `StoreCorrupt` of a `pack_response_parts` value whose check does not match the answer
+    rebuilt from it."""
+    return StoreCorrupt(
+        "the store is damaged: a responses value does not rebuild the answer it was signed for "
+        "(its check does not match); restore it from a copy or rebuild it"
+    )
+
+
 def unpack_response_head(value: bytes | memoryview) -> tuple[int, int, int, bytes]:
-    """(version, thisUpdate, nextUpdate, signer id) of a stored response; the stem follows
-    (`StoreCorrupt` when there is none)."""
+    """(version, thisUpdate, nextUpdate, signer id) of a stored response; the stem or the parts
+    follow (`StoreCorrupt` when there are none)."""
     if len(value) <= _RESPONSE_HEAD.size:
         raise corrupt("responses", len(value), f"more than {_RESPONSE_HEAD.size} bytes")
     version, this_update, next_update, signer_id = _RESPONSE_HEAD.unpack_from(value)
     return int(version), int(this_update), int(next_update), bytes(signer_id)
+
+
+_PARTS_MIN: Final = _RESPONSE_HEAD.size + 1 + RESPONSE_CHECK_BYTES + 1
+
+
+def unpack_response_parts(value: bytes | memoryview) -> tuple[bytes, bytes] | None:
+    """(check, signature) of a `pack_response_parts` value; None for a `pack_response` one (its
+    stem follows the head); `StoreCorrupt` for a tagged value too short to hold both."""
+    if len(value) <= _RESPONSE_HEAD.size or value[_RESPONSE_HEAD.size] != RESPONSE_PARTS_TAG:
+        return None
+    if len(value) < _PARTS_MIN:
+        raise corrupt("responses", len(value), f"at least {_PARTS_MIN} bytes with its parts")
+    at = _RESPONSE_HEAD.size + 1
+    return bytes(value[at : at + RESPONSE_CHECK_BYTES]), bytes(value[at + RESPONSE_CHECK_BYTES :])
 
 
 def pack_u32(n: int) -> bytes:

@@ -58,20 +58,47 @@ class Generation(NamedTuple):
 
 
 class StoredAnswer(NamedTuple):
-    """A pre-signed OCSP answer as stored (`store.format.pack_response`)."""
+    """A pre-signed OCSP answer as stored, in either layout: its DER stem
+    (`store.format.pack_response`, written before the parts were) or its parts
+    (`store.format.pack_response_parts`: the DER is rebuilt, `parts`)."""
 
     version: int
     """The status version it answers: stale once the status record moved on."""
     this_update: int
+    """Its thisUpdate, and its producedAt (the pre-signer signs them equal)."""
     next_update: int
     signer_id: bytes
     """8 bytes of the signer certificate's SHA-256: whose ``certs`` field completes it."""
     stem: bytes
-    """The response DER without its final ``certs`` field."""
+    """The response DER without its final ``certs`` field; empty for an answer stored as its
+    parts."""
+    signature: bytes = b""
+    """An answer stored as its parts: the signature over the tbsResponseData rebuilt from the
+    head, the key, the status record of ``version`` and the signer's and issuer's constants
+    (`crlbuilder.ocsp.response.ResponseSigner.presigned_data`); empty for a stem."""
+    check: bytes = b""
+    """An answer stored as its parts: `store.format.response_check` of the bytes it was signed
+    for and ``signature``; empty for a stem."""
+
+    @property
+    def parts(self) -> bool:
+        """Stored as its parts (the DER rebuilt), not as its stem."""
+        return not self.stem
+
+    def rebuilt(self, signed: bytes) -> bool:
+        """Whether ``signed``, rebuilt from this answer's parts, is the tbsResponseData it was
+        signed for (its check matches; `store.format.response_check`)."""
+        return sf.response_check(signed, self.signature) == self.check
 
 
 def decode_answer(value: bytes) -> StoredAnswer:
+    """The `StoredAnswer` of a ``responses`` value, either layout; `store.format.StoreCorrupt`
+    for one shorter than its layout."""
     version, this_update, next_update, signer_id = sf.unpack_response_head(value)
+    parts = sf.unpack_response_parts(value)
+    if parts is not None:
+        check, signature = parts
+        return StoredAnswer(version, this_update, next_update, signer_id, b"", signature, check)
     return StoredAnswer(
         version, this_update, next_update, signer_id, bytes(value[sf.RESPONSE_HEAD_BYTES :])
     )

@@ -580,9 +580,16 @@ class Commit(LmdbReader):
         return n
 
     def put_answer(self, key: bytes, answer: StoredAnswer) -> None:
-        """A pre-signed answer (the builder's: no commit)."""
+        """A pre-signed answer (the builder's: no commit), in its layout: its parts, or (an
+        answer given with its stem) the stem."""
         a = answer
-        value = sf.pack_response(a.version, a.this_update, a.next_update, a.signer_id, a.stem)
+        value = (
+            sf.pack_response_parts(
+                a.version, a.this_update, a.next_update, a.signer_id, a.check, a.signature
+            )
+            if a.parts
+            else sf.pack_response(a.version, a.this_update, a.next_update, a.signer_id, a.stem)
+        )
         self._put(sf.DB_RESPONSES, key, value, change=False)
         self._answers_in[key[:2]] = True
 
