@@ -58,9 +58,10 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   a SHA-1 CertID the answer echoes byte for byte (hashAlgorithm parameters NULL,
   `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets the bytes signed
   (`presigned_der`: stored as its parts, the answer is rebuilt by the encoder the builder
-  signed and checked against the stored check; stored as its stem, those bytes), while now lies between their thisUpdate and nextUpdate (one dated ahead, by a builder's
-  clock ahead of this node's or a build ``--as-of`` a later instant, is rejected by clients:
-  signed afresh instead);
+  signed and checked against the stored check, signed afresh when it does not match; stored
+  as its stem, those bytes), while now lies between their thisUpdate and nextUpdate (one
+  dated ahead, by a builder's clock ahead of this node's or a build ``--as-of`` a later
+  instant, is rejected by clients: signed afresh instead);
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
   request's CertID DER (an answer echoes the CertID asked: parameters NULL and absent
   are two entries) and checked against the status record's version (read before the
@@ -104,6 +105,7 @@ metrics and access log, the registry file, the quota table's shared memory.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable
 from typing import Final, Protocol
 
@@ -217,8 +219,17 @@ _STATUS_NAME: Final = {
     CertStatus.REVOKED: "revoked",
     CertStatus.UNKNOWN: "unknown",
 }
+_log: Final = logging.getLogger("responder.flow")
+
 _SERIAL_END: Final = 1 << 160
 """Serials at or past this (or not positive) have no status key: never ours."""
+
+
+class PresignedUnusable(Exception):
+    """A pre-signed answer stored as its parts does not rebuild the bytes it was signed for (its
+    check does not match, `store.format.response_check`): its value was damaged, or the encoder
+    changed since the builder signed it. Its bytes would not verify: the answer is signed
+    afresh instead (`OcspFlow`), from the status record as every fresh answer is."""
 
 
 def presigned_der(
@@ -231,7 +242,7 @@ def presigned_der(
     Stored as its stem (an earlier version's layout): the stem and the signer's ``certs``.
     Stored as its parts: the tbsResponseData rebuilt by the encoder the builder signed
     (`ResponseSigner.presigned_data`, from the CertID, ``st``'s revocationTime and reason and
-    the stored times), checked against the stored check (`sf.StoreCorrupt` when it does not
+    the stored times), checked against the stored check (`PresignedUnusable` when it does not
     match: the bytes would not verify), then the envelope around it and the signature."""
     if not stored.parts:
         return stored.stem + signer.certs_suffix if cid.der in stored.stem else None
@@ -243,9 +254,9 @@ def presigned_der(
             cert_id, st.revoked_at, st.reason, stored.this_update, stored.next_update
         )
     except ValueError:  # a time no GeneralizedTime holds: no builder signed it
-        raise sf.corrupt_response() from None
+        raise PresignedUnusable from None
     if not stored.rebuilt(signed):
-        raise sf.corrupt_response()
+        raise PresignedUnusable
     return signer.assemble(signed, stored.signature)
 
 
@@ -295,6 +306,9 @@ class OcspFlow:
         self.crl_import = False
         self.lapse_refusals = 0
         """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
+        self.presigned_unusable = 0
+        """Pre-signed answers that did not rebuild the bytes they were signed for
+        (`PresignedUnusable`), signed afresh; the first is logged, once per worker."""
 
     # --- the decision ---------------------------------------------------------------
 
@@ -452,7 +466,7 @@ class OcspFlow:
                         and stored.version == version
                         and stored.this_update <= now < stored.next_update
                         and stored.signer_id == signer.signer_id
-                        and (der := presigned_der(stored, st, cid, signer)) is not None
+                        and (der := self._presigned(stored, st, cid, signer)) is not None
                     ):
                         ready = Ready(
                             der, stored.this_update, stored.next_update, ("revoked",),
@@ -574,6 +588,26 @@ class OcspFlow:
         if view is None or job.signer is not self.signer_for(view):
             return
         self._put(cert_id, version, ready)
+
+    def _presigned(
+        self, stored: StoredAnswer, st: sf.StatusRecord, cid: CertId, signer: ResponseSigner
+    ) -> bytes | None:
+        """`presigned_der`, or None (signed afresh) for an answer that does not rebuild."""
+        try:
+            return presigned_der(stored, st, cid, signer)
+        except PresignedUnusable:
+            self.presigned_unusable += 1
+            if self.presigned_unusable == 1:
+                _log.warning(
+                    "presigned_answer_unusable",
+                    extra={"fields": {
+                        "message": "a pre-signed answer does not rebuild the bytes it was "
+                        "signed for (a damaged responses value, or answers signed by another "
+                        "release's encoder): such answers are signed afresh; `crlbuilder build "
+                        "--presign-full` signs them again",
+                    }},
+                )  # fmt: skip
+            return None
 
     def _put(self, cert_id: bytes, version: int, ready: Ready) -> None:
         entries = self.config.good_cache_entries

@@ -687,20 +687,11 @@ def response_check(signed: bytes, signature: bytes) -> bytes:
     """The check of a `pack_response_parts` value: 4 bytes of the SHA-256 of the signed bytes
     (tbsResponseData) and the signature. The responder compares it with the answer it rebuilt
     before sending it: a damaged head, signature or status record, or another encoder than the
-    one that signed, would rebuild bytes whose signature does not verify; the check refuses
-    them (`corrupt_response`) instead of sending them."""
+    one that signed, would rebuild bytes whose signature does not verify; the check catches
+    them, and the answer is signed afresh instead (`responder.flow.PresignedUnusable`)."""
     h = hashlib.sha256(signed)
     h.update(signature)
     return h.digest()[:RESPONSE_CHECK_BYTES]
-
-
-def corrupt_response() -> StoreCorrupt:
-    """The `StoreCorrupt` of a `pack_response_parts` value whose check does not match the answer
-    rebuilt from it."""
-    return StoreCorrupt(
-        "the store is damaged: a responses value does not rebuild the answer it was signed for "
-        "(its check does not match); restore it from a copy or rebuild it"
-    )
 
 
 def unpack_response_head(value: bytes | memoryview) -> tuple[int, int, int, bytes]:
