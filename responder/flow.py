@@ -285,8 +285,13 @@ class OcspFlow:
         self.by_index: dict[int, IssuerView] = {}
         self.issuers: dict[tuple[str, bytes, bytes], IssuerView] = {}
         """(hash algorithm, issuerNameHash, issuerKeyHash) -> issuer, sha1 and sha256 only."""
+        self._services: dict[int, Service | None] = {}
+        """Index -> the service an OCSP answer about its certificates provides (None: a
+        token's status, Act §38-3): what `decide` needs of the family, looked up once."""
         for view in issuers:
             self.by_index[view.index] = view
+            family = view.family
+            self._services[view.index] = policy.service_for_ocsp(family) if family.is_jpki else None
             for alg in ("sha1", "sha256"):
                 name_hash, key_hash = issuer_hashes(view.certificate, alg)
                 self.issuers[(alg, name_hash, key_hash)] = view
@@ -322,8 +327,14 @@ class OcspFlow:
         waited for is made (`responder.app.JpkiApp`): the answer is provided then, and a
         suspension (提供の停止, Act §18(6),(7), §37(4)) or an end of provision in force by then
         stops it, though the request was decided before."""
-        if family.is_jpki:
-            service = policy.service_for_ocsp(family)
+        service = policy.service_for_ocsp(family) if family.is_jpki else None
+        return self._standing(party, family, service, registry, now)
+
+    def _standing(
+        self, party: Party, family: Family, service: Service | None, registry: Registry, now: float
+    ) -> Refusal | None:
+        """`standing`, given the family's service (None for a token's status)."""
+        if service is not None:
             if self.group_id is None:
                 verdict = policy.decide(
                     party, service=service, family=family, method=Method.OCSP, now=now
@@ -372,8 +383,8 @@ class OcspFlow:
         if view is None:
             return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
         family = view.family
-        service = policy.service_for_ocsp(family) if family.is_jpki else None
-        refused = self.standing(party, family, registry, now)
+        service = self._services[view.index]
+        refused = self._standing(party, family, service, registry, now)
         if refused is not None:
             return refused
         if self.quota.admit(party, now) is not None:  # on a group appliance a member's
