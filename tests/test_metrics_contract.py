@@ -6,7 +6,8 @@ side, against the responder itself: a real `responder serve` (two workers, loopb
 sent some traffic (OCSP answers of each status, an unauthenticated request, a CRL download,
 the probes, a 404) by a party with a daily quota, then its admin listener's /metrics is
 parsed. To it are added what a node of several exports (the record stream's, the ledger
-stream's and the watch lists' collectors, collected in process) and the declarations of
+stream's and the watch lists' collectors, collected in process) and a node terminating TLS
+(its certificate's end, `responder.tlsgauges`) and the declarations of
 the worker's and the master's own metrics (the series that need an event to appear: the
 changes feed's unbound cursors). Then:
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -46,6 +48,7 @@ from responder.publicbound import ROUTE_CLASSES
 from responder.registry.syncstamp import RegistrySyncCollector
 from responder.shipgauges import ShippingCollector
 from responder.streamgauges import StreamCollector
+from responder.tlsgauges import TlsCollector
 from responder.v1.table import ROUTES as V1_ROUTES
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchgauges import WatchCollector
@@ -235,7 +238,8 @@ def exposed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 
 @pytest.fixture(scope="module")
 def cluster_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
-    """What only a node of several exports, collected in process from its collectors."""
+    """What only a node of several (or one terminating TLS) exports, collected in process from
+    its collectors."""
     d = tmp_path_factory.mktemp("cluster")
     store = Store.open(d / "store", readonly=False, map_size=1 << 24)
     try:
@@ -261,6 +265,11 @@ def cluster_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
             return (0, "")
 
     families += WatchCollector(Lists).collect()
+    # and what a node whose workers terminate TLS exports ([server.tls]: the traffic above is
+    # plain HTTP; tests/test_metrics.py scrapes a real server with TLS for it)
+    tls = TlsCollector()
+    tls.loaded(datetime(2030, 1, 1, tzinfo=UTC))
+    families += tls.collect()
     return series_of(families)
 
 
