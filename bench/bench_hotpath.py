@@ -32,6 +32,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -265,6 +266,18 @@ def cpu_with_children() -> float:
     return total
 
 
+def registry_dir(d: Path, prefix: str) -> Path:
+    """A new temporary directory holding a registry made from the store's PKI (the caller
+    removes it: it holds the parties' token digests)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(
+        [str(Path(sys.executable).parent / "responder"), "registry", "init", "--pki",
+         str(d / "pki"), "--out", str(work / "registry.toml")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return work
+
+
 def _token(d: Path) -> str:
     return (d / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
 
@@ -285,12 +298,7 @@ def request_set(d: Path, distinct: int, token: str) -> dict[str, list[bytes]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     d: Path = args.store_dir.resolve()
-    work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
-    subprocess.run(
-        [str(Path(sys.executable).parent / "responder"), "registry", "init", "--pki",
-         str(d / "pki"), "--out", str(work / "registry.toml")],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+    work = registry_dir(d, "bench-hotpath-")
     token = _token(d)
     loads = request_set(d, args.distinct, token)
     app, srv = make_worker(d, work, args.distinct + 1000, args.signing)
@@ -332,32 +340,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {name:<14} {out[name]:>7.2f} µs CPU per answer", flush=True)
     finally:
         app.close()
+        shutil.rmtree(work, ignore_errors=True)
     return out
 
 
+def counted_instructions(module: str, argv: list[str], n: int) -> int:
+    """Instructions per request of ``python -m module argv --count N``: run under callgrind
+    with ``n`` and ``5 n`` requests, the difference of the counts over the difference of
+    requests (start-up cancels out). What the runs read must exist before them (a request set
+    made inside the first would be counted in it)."""
+    irs = []
+    for count in (n, 5 * n):
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "cg.out"
+            cmd = [
+                "valgrind", "--tool=callgrind", f"--callgrind-out-file={f}",
+                sys.executable, "-m", module, *argv, "--count", str(count),
+            ]  # fmt: skip
+            env = {**os.environ, "BENCH_HOTPATH_MAP_SIZE": str(1 << 30)}
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read_text(), re.M)
+            assert m is not None
+            irs.append(int(m.group(1)))
+    return round((irs[1] - irs[0]) / (4 * n))
+
+
 def callgrind(args: argparse.Namespace) -> dict[str, Any]:
-    """Instructions per answer: two runs under callgrind, ``n`` and ``5 n`` requests."""
+    """Instructions per answer of each load (`counted_instructions`)."""
     d: Path = args.store_dir.resolve()
     request_set(d, args.distinct, _token(d))  # made here, not in the first counted run
     out: dict[str, Any] = {}
     for name in args.only or LOADS:
-        irs = []
-        for count in (args.n, 5 * args.n):
-            with tempfile.TemporaryDirectory() as tmp:
-                f = Path(tmp) / "cg.out"
-                cmd = [
-                    "valgrind", "--tool=callgrind", f"--callgrind-out-file={f}",
-                    sys.executable, "-m", "bench.bench_hotpath", "--store-dir", str(args.store_dir),
-                    "--distinct", str(args.distinct), "--only", name, "--count", str(count),
-                ]  # fmt: skip
-                env = {**os.environ, "BENCH_HOTPATH_MAP_SIZE": str(1 << 30)}
-                subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
-                m = re.search(r"^summary: (\d+)", f.read_text(), re.M)
-                if m is None:
-                    m = re.search(r"^totals: (\d+)", f.read_text(), re.M)
-                assert m is not None
-                irs.append(int(m.group(1)))
-        out[name] = round((irs[1] - irs[0]) / (4 * args.n))
+        argv = ["--store-dir", str(args.store_dir), "--distinct", str(args.distinct)]
+        out[name] = counted_instructions("bench.bench_hotpath", [*argv, "--only", name], args.n)
         print(f"  {name:<14} {out[name]:>9,} instructions per answer", flush=True)
     return out
 

@@ -20,25 +20,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from cryptography import x509
 
 from bench.bench_distinct import build_requests, pick_set
-from bench.bench_hotpath import _small_map_under_valgrind, drive, make_worker
-from bench.bench_responder import PARTY
+from bench.bench_hotpath import (
+    _small_map_under_valgrind,
+    _token,
+    counted_instructions,
+    drive,
+    make_worker,
+    registry_dir,
+)
 from crlbuilder.store.lmdbstore import Store
 from responder.flow import Answer
 from responder.http import Request
-
-ROOT: Final = Path(__file__).resolve().parent.parent
 
 
 def revoked_requests(store_dir: Path, distinct: int, token: str) -> list[tuple[bytes, bytes]]:
@@ -57,21 +58,22 @@ def revoked_requests(store_dir: Path, distinct: int, token: str) -> list[tuple[b
     ]
 
 
+def request_pairs(d: Path, distinct: int, token: str) -> list[tuple[bytes, bytes]]:
+    """`revoked_requests`, made once per store and ``distinct`` and saved beside it: the
+    callgrind runs read the same set (made before them, `callgrind`)."""
+    saved = d / f"presigned-requests-{distinct}.json"
+    if saved.exists():
+        return [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in json.loads(saved.read_text())]
+    pairs = revoked_requests(d, distinct, token)
+    saved.write_text(json.dumps([(a.hex(), b.hex()) for a, b in pairs]))
+    return pairs
+
+
 def run(args: argparse.Namespace) -> float | None:
     d: Path = args.store_dir.resolve()
-    work = Path(tempfile.mkdtemp(prefix="bench-presigned-"))
-    subprocess.run(
-        [str(Path(sys.executable).parent / "responder"), "registry", "init", "--pki",
-         str(d / "pki"), "--out", str(work / "registry.toml")],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    token = (d / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
-    saved = d / f"presigned-requests-{args.distinct}.json"  # the callgrind runs reuse the set
-    if saved.exists():
-        pairs = [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in json.loads(saved.read_text())]
-    else:
-        pairs = revoked_requests(d, args.distinct, token)
-        saved.write_text(json.dumps([(a.hex(), b.hex()) for a, b in pairs]))
+    work = registry_dir(d, "bench-presigned-")
+    token = _token(d)
+    pairs = request_pairs(d, args.distinct, token)
     app, srv = make_worker(d, work, 0)  # no answer cache: every answer from the store
     try:
         headers = {b"authorization": b"Bearer " + token.encode()}
@@ -100,25 +102,15 @@ def run(args: argparse.Namespace) -> float | None:
         return us
     finally:
         app.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def callgrind(args: argparse.Namespace) -> int:
-    """Instructions per answer: two runs under callgrind, ``n`` and ``5 n`` requests."""
-    irs = []
-    for count in (args.n, 5 * args.n):
-        with tempfile.TemporaryDirectory() as tmp:
-            f = Path(tmp) / "cg.out"
-            cmd = [
-                "valgrind", "--tool=callgrind", f"--callgrind-out-file={f}",
-                sys.executable, "-m", "bench.bench_presigned", "--store-dir", str(args.store_dir),
-                "--distinct", str(args.distinct), "--count", str(count),
-            ]  # fmt: skip
-            env = {**os.environ, "BENCH_HOTPATH_MAP_SIZE": str(1 << 30)}
-            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
-            m = re.search(r"^(?:summary|totals): (\d+)", f.read_text(), re.M)
-            assert m is not None
-            irs.append(int(m.group(1)))
-    ir = round((irs[1] - irs[0]) / (4 * int(args.n)))
+    """Instructions per answer (`bench.bench_hotpath.counted_instructions`)."""
+    d: Path = args.store_dir.resolve()
+    request_pairs(d, args.distinct, _token(d))  # made here, not in the first counted run
+    argv = ["--store-dir", str(args.store_dir), "--distinct", str(args.distinct)]
+    ir = counted_instructions("bench.bench_presigned", argv, int(args.n))
     print(f"  get_revoked_cold {ir:>9,} instructions per answer")
     return ir
 
