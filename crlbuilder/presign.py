@@ -2,12 +2,12 @@
 
 A revoked certificate's answer never changes until its nextUpdate, so
 crlbuilder signs it once at build time with the issuer generation's delegated
-OCSP signer and stores it beside the status record (``responses``,
-keyed like ``status``, tagged with the status version it answers) as what its DER cannot be
-derived from: its times, its signer and its signature (`sf.pack_response_parts`). The
-responder rebuilds the DER with the same encoder (`ResponseSigner.presigned_data`) and sends
-it; an answer stored by an earlier version as its DER stem is sent as stored. Answers whose nextUpdate is
-closer than ``refresh_before`` are signed again. "Good" answers are not stored:
+OCSP signer and stores it beside the status record (``responses``, keyed like ``status``,
+tagged with the status version it answers) as what its DER cannot be derived from: its times,
+its signer and its signature (`sf.pack_response_parts`). The responder rebuilds the DER with
+the same encoder (`ResponseSigner.presigned_data`) and sends it; an answer stored by an
+earlier version as its DER stem is sent as stored. Answers whose nextUpdate is closer than
+``refresh_before`` are signed again. "Good" answers are not stored:
 the responder signs them on demand and caches them by status version.
 
 Stored answers use SHA-1 CertIDs, the RFC 5019 §2.1.1 profile that clients

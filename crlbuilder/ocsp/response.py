@@ -336,7 +336,8 @@ class ResponseSigner:
         record of the answer's version) and sends `assemble` of it and the signature
         (`responder.flow`): the bytes signed, byte for byte, for as long as this function
         encodes the same values the same way (a change here that moves a byte is caught by the
-        stored check and refused, never sent with a signature that does not verify). The bytes
+        stored check: never sent with a signature that does not verify, the answer signed
+        afresh instead, `responder.flow.PresignedUnusable`). The bytes
         `response_data` makes of the same answer (tests/test_presigned_parts.py compares them),
         written out for the one answer: the responder calls it for every pre-signed answer it
         does not hold in its cache."""
