@@ -168,6 +168,22 @@ def test_the_rebuilt_answer_is_the_earlier_layouts_for_every_issuer_reason_and_t
             assert presigned_der(old, st, cid, rs) == der, where
 
 
+def _first_parts(
+    manifest: Manifest, version: int, reason: int
+) -> tuple[Family, ResponseSigner, CertId, int, bytes]:
+    """The first signer's answer of the first shape signed and packed as its parts: (family,
+    response signer, CertID asked, revocationTime, the ``responses`` value)."""
+    _, family, rs, signer, ca = _signers(manifest)[0]
+    revoked_at, this_update, next_update, serial = SHAPES[0]
+    cid = _asked(ca, serial)
+    data = rs.presigned_data(cid.der, revoked_at, reason, this_update, next_update)
+    sig = signer.sign(data)
+    value = sf.pack_response_parts(
+        version, this_update, next_update, rs.signer_id, sf.response_check(data, sig), sig
+    )
+    return family, rs, cid, revoked_at, value
+
+
 def test_a_certid_of_the_other_form_is_not_answered_from_the_parts(
     demo_pki: tuple[Path, Manifest],
 ) -> None:
@@ -175,14 +191,8 @@ def test_a_certid_of_the_other_form_is_not_answered_from_the_parts(
     absent (RFC 5754 §2) gets no rebuilt answer (it would not echo the CertID asked), as it
     got no stored stem: it is signed afresh."""
     _, manifest = demo_pki
-    _, family, rs, signer, ca = _signers(manifest)[0]
-    revoked_at, this_update, next_update, serial = SHAPES[0]
-    cid = _asked(ca, serial)
-    data = rs.presigned_data(cid.der, revoked_at, 1, this_update, next_update)
-    sig = signer.sign(data)
-    answer = decode_answer(sf.pack_response_parts(
-        1, this_update, next_update, rs.signer_id, sf.response_check(data, sig), sig
-    ))  # fmt: skip
+    family, rs, cid, revoked_at, value = _first_parts(manifest, 1, 1)
+    answer = decode_answer(value)
     absent = cid.der.replace(b"\x30\x09\x06\x05\x2b\x0e\x03\x02\x1a\x05\x00",
                              b"\x30\x07\x06\x05\x2b\x0e\x03\x02\x1a")  # fmt: skip
     absent = b"\x30" + bytes((len(absent) - 4,)) + absent[2:]
@@ -200,14 +210,7 @@ def test_parts_that_do_not_rebuild_the_signed_answer_are_never_sent(
     verify. `PresignedUnusable` (the flow signs afresh), never an answer; a tagged value too
     short for its parts is refused when read (`StoreCorrupt`)."""
     _, manifest = demo_pki
-    _, family, rs, signer, ca = _signers(manifest)[0]
-    revoked_at, this_update, next_update, serial = SHAPES[0]
-    cid = _asked(ca, serial)
-    data = rs.presigned_data(cid.der, revoked_at, 4, this_update, next_update)
-    sig = signer.sign(data)
-    value = sf.pack_response_parts(
-        3, this_update, next_update, rs.signer_id, sf.response_check(data, sig), sig
-    )
+    family, rs, cid, revoked_at, value = _first_parts(manifest, 3, 4)
     st = _status(3, 4, revoked_at, family)
     assert presigned_der(decode_answer(value), st, cid, rs) is not None
     head = sf.RESPONSE_HEAD_BYTES
