@@ -398,7 +398,7 @@ class LimitsTable:
         if d > day:  # a call of a day this row has left (the clock set back across 00:00
             # JST): the later day, dated at its 00:00 JST; putting the row back a day would
             # drop the later day's count
-            day, at = d, d * _DAY - JST_OFFSET
+            day, at = d, float(d * _DAY - JST_OFFSET)
         elif d != day:  # the row moves on: its day stays readable as the day before's
             before, before_n, mine = d, mine, 0
             self._write_moved(own, day, mine, before, before_n)
