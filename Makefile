@@ -59,7 +59,7 @@ lock:
 	$(PYTHON) -m venv $(LOCKVENV)
 	$(LOCKVENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCKVENV)/bin/python -m pip install --quiet '.[dev]'
-	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCKVENV)/bin/python -m pip freeze --exclude jpki-va; } > $(CONSTRAINTS).new
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCKVENV)/bin/python -m pip freeze --all --exclude jpki-va --exclude pip; } > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	rm -rf $(LOCKVENV)
 
