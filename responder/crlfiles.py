@@ -41,11 +41,11 @@ import stat
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 import msgspec
 
-from crlbuilder.der import der_header
+from crlbuilder.der import DerError, der_header
 
 __all__ = ["CrlFile", "CrlFiles", "behind", "not_modified", "peek_crl"]
 
@@ -146,7 +146,17 @@ _TIMES: Final = {0x17: (13, "%y%m%d%H%M%SZ"), 0x18: (15, "%Y%m%d%H%M%SZ")}
 """UTCTime and GeneralizedTime as a CRL writes them (RFC 5280 §5.1.2.4): their length, format."""
 
 
-def peek_crl(der: bytes) -> tuple[int, bytes]:
+def _header(der: bytes | mmap.mmap, p: int, end: int) -> tuple[int, int, int]:
+    """`der_header` at ``der[p]``, given the header's at most six bytes as a copy: the reader
+    takes bytes only (compiled with mypyc, it checks), a CRL here is often a memory map."""
+    try:
+        tag, start, stop = der_header(bytes(der[p : p + 6]), 0, end - p)
+    except DerError as e:
+        raise DerError(e.reason, e.offset + p) from None
+    return tag, start + p, stop + p
+
+
+def peek_crl(der: bytes | mmap.mmap) -> tuple[int, bytes]:
     """(thisUpdate in epoch seconds, signatureAlgorithm and signatureValue DER) of a DER CRL.
 
     Reads the outer headers and the tbsCertList up to thisUpdate only, never the entries nor
@@ -158,25 +168,25 @@ def peek_crl(der: bytes) -> tuple[int, bytes]:
     a fixed phrase (and an offset), never the bytes.
     """
     end = len(der)
-    tag, start, stop = der_header(der, 0, end)
+    tag, start, stop = _header(der, 0, end)
     if tag != _SEQUENCE or stop != end:
         raise ValueError("not one CertificateList")
-    tag, tbs, tbs_stop = der_header(der, start, stop)
+    tag, tbs, tbs_stop = _header(der, start, stop)
     if tag != _SEQUENCE:
         raise ValueError("no tbsCertList")
-    tag, _, alg_stop = der_header(der, tbs_stop, stop)
+    tag, _, alg_stop = _header(der, tbs_stop, stop)
     if tag != _SEQUENCE:
         raise ValueError("no signatureAlgorithm")
-    tag, _, sig_stop = der_header(der, alg_stop, stop)
+    tag, _, sig_stop = _header(der, alg_stop, stop)
     if tag != _BIT_STRING or sig_stop != stop:
         raise ValueError("no signatureValue at the end")
-    tag, _, p = der_header(der, tbs, tbs_stop)  # the version, or (v1) the signature
+    tag, _, p = _header(der, tbs, tbs_stop)  # the version, or (v1) the signature
     if tag == _INTEGER:
-        tag, _, p = der_header(der, p, tbs_stop)  # the signature
-    tag, _, p = der_header(der, p, tbs_stop)  # the issuer
+        tag, _, p = _header(der, p, tbs_stop)  # the signature
+    tag, _, p = _header(der, p, tbs_stop)  # the issuer
     if tag != _SEQUENCE:
         raise ValueError("no issuer Name")
-    tag, t0, t1 = der_header(der, p, tbs_stop)
+    tag, t0, t1 = _header(der, p, tbs_stop)
     size, fmt = _TIMES.get(tag, (0, ""))
     if t1 - t0 != size:
         raise ValueError("no thisUpdate")
@@ -242,7 +252,7 @@ def _map(path: str) -> tuple[CrlFile, str | None]:
     this_update = 0
     if mapped is not None:
         try:  # a map is read like bytes (indexing, slicing): only the headers are read
-            this_update, signature = peek_crl(cast(bytes, mapped))
+            this_update, signature = peek_crl(mapped)
         except ValueError as e:  # DerError too: the message names the DER, not the data
             broken = str(e) or type(e).__name__  # not a whole CRL: the file's own validators
             mapped.close()
