@@ -8,6 +8,7 @@
 #               (make bench-national: the 10,000,000-holder store, hours; not in make bench)
 #   make compiled  the OCSP hot path compiled with mypyc, in place (or make venv MYPYC=1);
 #               needs a C compiler and Python's headers; make clean goes back to pure Python
+#   make test-compiled  the whole suite against that build (.ci/run runs it after make test)
 #   make lock   deploy/constraints.txt (the releases make venv installs) from PyPI's newest
 
 PYTHON ?= python3.11
@@ -21,7 +22,7 @@ DEMO_ARGS ?=
 CONSTRAINTS := deploy/constraints.txt
 LOCKVENV := $(VENV)-lock
 
-.PHONY: demo test test-shifted lint typecheck pytest bytecode bench bench-tools bench-national clean distclean venv compiled lock
+.PHONY: demo test test-compiled test-shifted lint typecheck pytest bytecode bench bench-tools bench-national clean distclean venv compiled lock
 
 # The native build (docs/operations.md, setup.py): the modules of pyproject.toml's
 # [tool.jpki-va.mypyc] compiled next to their sources, which Python then imports instead.
@@ -90,6 +91,12 @@ bytecode: $(STAMP)
 	$(PY) -m compileall -q crlbuilder responder tests bench
 
 test: lint typecheck pytest
+
+# The suite against the native build (make compiled): CI runs it after make test, so a change
+# mypyc refuses, or one that behaves otherwise compiled, cannot land unseen. It leaves the .so
+# files next to the sources (make clean removes them).
+test-compiled: $(NATIVE) bytecode
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_PROCS)
 
 # The suite under a shifted clock and another time zone: libfaketime (Debian package
 # faketime) moves the wall clock so that the run starts at 14:58 UTC, two minutes before
