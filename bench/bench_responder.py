@@ -73,7 +73,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -427,8 +427,16 @@ def run_wrk(
             deadline = time.monotonic() + seconds
             while proc.poll() is None and not until.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if proc.poll() is None:
+            # wrk's handler only sets a flag its threads read; the main thread, asleep for
+            # the run's length, wakes only if the signal lands on it, and a worker thread
+            # may take it first (then wrk ran on to -d: ten minutes per warm-up pass of
+            # bench_distinct). So signal again until it exits.
+            tries = 0
+            while proc.poll() is None and tries < 60:
                 proc.send_signal(signal.SIGINT)
+                tries += 1
+                with suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.5)
         text, err = proc.communicate(timeout=seconds + 60)
     finally:
         if proc.poll() is None:
