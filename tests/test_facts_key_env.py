@@ -66,7 +66,14 @@ if pid == 0:
     os._exit(0)
 started = subprocess.Popen(["sleep", "30"])
 key = read_facts_key(None, field="keys.facts_key_file").hex()
-blocks = [Path(f"/proc/{p}/environ").read_bytes() for p in (os.getpid(), pid, started.pid)]
+def environ(p):
+    # Popen returns once exec began; the new image's block is empty until the kernel has
+    # written it (seen under load), so wait for it to be there
+    deadline = time.monotonic() + 10
+    while not (b := Path(f"/proc/{p}/environ").read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return b
+blocks = [environ(p) for p in (os.getpid(), pid, started.pid)]
 started.kill()
 os.kill(pid, 9)
 shown = [key.encode() in b or b"JPKI_VA_FACTS_KEY=" in b for b in blocks]
