@@ -76,14 +76,22 @@ class Cluster:
         connect_timeout: float = 5.0,
         warn: Callable[[str], None] | None = None,
         auth: NatsAuth | None = None,
+        once: bool = False,
     ) -> None:
         """Connect (`ClusterError` when no server answers, or ``auth`` cannot be used or is
         refused). ``auth``: the credential (`crlbuilder.natsauth`), each path overridden by its
         ``JPKI_VA_NATS_*`` environment variable; None: those variables only. ``warn`` gets a line for each
         error of the connection once made (a server gone, a reconnection refused), the same
         line at most every `WARN_EVERY` seconds; by default nats-py's logger does, without
-        its traceback."""
+        its traceback.
+
+        ``once``: a connection for one exchange, made again by the next (the ledger's, on
+        worker 0's collection timer): once it is lost, every operation run on it, the one
+        under way included, fails at once with `ConnectionLost`, instead of waiting through
+        the reconnection (an acknowledgement the lost server owed never comes: its wait
+        would never end, and the timer's every later collection with it)."""
         self.servers = servers
+        self._lost: asyncio.Event | None = asyncio.Event() if once else None
         try:
             options = resolve((auth or NatsAuth()).with_environ(), servers)
         except NatsAuthError as e:
@@ -91,7 +99,9 @@ class Cluster:
         throttled = _Throttled(warn)
         self.loop = asyncio.new_event_loop()
         try:
-            self.nc: Client = self.run(_connect(servers, connect_timeout, throttled, options))
+            self.nc: Client = self.loop.run_until_complete(
+                _connect(servers, connect_timeout, throttled, options, self._lost)
+            )
         except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
             self._close_loop()
             anonymous = " (this node has no NATS credential)" if options.warning else ""
@@ -115,6 +125,8 @@ class Cluster:
         seconds (then `TimeoutError`, the operation cancelled): for an operation that nothing
         else bounds, such as reading an object (nats-py waits for its chunks for ever, and they
         never come when the object was replaced between its description and its chunks)."""
+        if self._lost is not None:
+            coro = _unless_lost(coro, self._lost)
         if timeout is None:
             return self.loop.run_until_complete(coro)
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -129,8 +141,8 @@ class Cluster:
         """Close at once: every publish and acknowledgement was awaited already (a drain
         would wait for a pull request's expiry)."""
         try:
-            if not self.nc.is_closed:
-                self.run(self.nc.close())
+            if not self.nc.is_closed:  # not `run`: a lost connection of ``once`` is closed too
+                self.loop.run_until_complete(self.nc.close())
         except (nats.errors.Error, OSError, TimeoutError):
             pass
         finally:
@@ -188,6 +200,7 @@ async def _connect(
     connect_timeout: float,
     warn: Callable[[Exception], None],
     options: ConnectOptions,
+    lost: asyncio.Event | None = None,
 ) -> Client:
     """A client connected to one of ``servers``, reconnecting to any of them for ever after;
     `ClusterError` once every server failed once (refused, timed out, not NATS).
@@ -197,7 +210,8 @@ async def _connect(
     while no server answers. So its errors are counted until it is connected, and the attempt
     is given up when there are as many as servers, or at the first TLS error (a certificate
     that does not check out: nats-py then hangs rather than try the next server, and trying
-    again changes nothing). After that, each error goes to ``warn``.
+    again changes nothing). After that, each error goes to ``warn``, and ``lost`` (when
+    given) is set at the first disconnection.
     """
     nc = Client()
     failures: list[Exception] = []
@@ -213,6 +227,10 @@ async def _connect(
         if len(failures) >= len(servers) or isinstance(e, ssl.SSLError):
             every_one_failed.set()
 
+    async def on_disconnect() -> None:
+        if connected and lost is not None:
+            lost.set()
+
     connecting = asyncio.ensure_future(
         nc.connect(
             servers=servers,
@@ -222,6 +240,7 @@ async def _connect(
             reconnect_time_wait=0.2,  # type: ignore[arg-type]
             allow_reconnect=True,
             name="jpki-va",
+            disconnected_cb=on_disconnect,
             **options.kwargs,  # the credential and TLS (`crlbuilder.natsauth`)
         )
     )
@@ -239,6 +258,32 @@ async def _connect(
     connecting.result()  # what nats-py raised, if it did
     connected = True
     return nc
+
+
+class ConnectionLost(nats.errors.Error):
+    """The connection of a `Cluster` made ``once`` was lost (its operation did not finish)."""
+
+    def __str__(self) -> str:
+        return "nats: connection lost"
+
+
+async def _unless_lost(coro: Coroutine[Any, Any, T], lost: asyncio.Event) -> T:
+    """``coro``'s result, or `ConnectionLost` as soon as ``lost`` is set (``coro`` cancelled)."""
+    if lost.is_set():
+        coro.close()
+        raise ConnectionLost
+    op = asyncio.ensure_future(coro)
+    watch = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({op, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not op.done():
+            op.cancel()
+        await asyncio.gather(op, watch, return_exceptions=True)
+    if op.cancelled():
+        raise ConnectionLost
+    return op.result()
 
 
 class _Closable(Protocol):

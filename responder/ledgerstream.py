@@ -59,6 +59,7 @@ No personal data: party ids, services, methods, days and counts only.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -155,6 +156,10 @@ def check_node(node: str) -> str:
     return node
 
 
+ACK_WAIT: Final = 10.0
+"""Seconds a shipment waits for its last publishes' acknowledgements after sending them."""
+
+
 def ship(
     cluster: Cluster,
     ledger: Ledger,
@@ -205,8 +210,15 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
                     subject(stream, c), msgspec.json.encode(c), stream=stream
                 )
             )
-        for f in futures:
-            await f
+        # each acknowledgement is awaited for at most ACK_WAIT: one the server never sends (a
+        # stream's leader lost meanwhile) would otherwise hold this shipment, and worker 0's
+        # every later collection, for ever
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), ACK_WAIT)
+        except TimeoutError:
+            raise ClusterError(
+                f"shipping the ledger to {stream}: not acknowledged within {ACK_WAIT:g} s"
+            ) from None
         # Acknowledged by the stream ``sid`` still, or by one made again since it was asked
         # (deleted meanwhile: an operator, a restore): not marked shipped then, or a file
         # shipped whole there would be folded and shipped again in its new ``history``
@@ -351,7 +363,7 @@ def exchange(
         raise ClusterError(str(e)) from None
     started = int(clock())
     try:
-        cluster = Cluster(servers, auth=cluster_config.nats_auth())
+        cluster = Cluster(servers, auth=cluster_config.nats_auth(), once=True)
     except ClusterError:
         ledger.ship_failed()
         if merge:

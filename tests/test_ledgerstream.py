@@ -12,15 +12,18 @@ once shipped whole.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -799,5 +802,83 @@ def test_act_41_a_gathering_cut_short_by_a_fetch_timeout_is_not_whole(
         monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", real)
         gather_into(c, g, stream)
         assert service_total(g) == 12
+    finally:
+        c.close()
+
+
+def _acks_never_come(monkeypatch: pytest.MonkeyPatch, c: Cluster, then: Callable[[], None]) -> None:
+    """Every publish of ``c`` goes out, its acknowledgement never comes back to the shipment
+    (as when the server died after reading it); ``then`` runs after the first."""
+    real = c.js.publish_async
+
+    async def unanswered(*args: Any, **kw: Any) -> asyncio.Future[object]:
+        await real(*args, **kw)
+        then()
+        return asyncio.get_running_loop().create_future()
+
+    monkeypatch.setattr(c.js, "publish_async", unanswered)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, stopped; asyncio timeouts
+def test_a_shipment_whose_server_stops_under_it_fails_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange's connection (``once``) lost while a shipment awaits its acknowledgements:
+    the shipment fails as soon as the connection is lost, counted, instead of waiting through
+    the reconnection for an acknowledgement the stopped server never sends (worker 0's
+    collection timer stood still with it, and the ledger was collected no more: seen as the
+    live test's failed shipments never counted)."""
+    from crlbuilder.jetstream import ConnectionLost
+    from tests.support.nats import free_ports, nats_server
+
+    d = tmp_path / "n"
+    count(d, "bank-a", 3)
+    (port,) = free_ports(1)
+    with nats_server(tmp_path / "nats", port) as server:
+        c = Cluster(server.urls, once=True)
+        try:
+            with Ledger.open(d) as ledger:
+                ledger.collect()
+                stream_id(c, "LEDGER_LOST")  # made before, so the shipment only publishes
+                _acks_never_come(monkeypatch, c, server.stop_all)
+                started = time.monotonic()
+                with pytest.raises(ClusterError, match="connection lost"):
+                    ship(c, ledger, "n", "LEDGER_LOST")
+                assert time.monotonic() - started < 8  # not the ACK_WAIT, not for ever
+                state = ledger.shipping_state()
+                assert state is not None and state.failures == 1 and state.shipped_at == 0
+            with pytest.raises(ConnectionLost):  # and so does every later use of it
+                c.run(asyncio.sleep(0))
+        finally:
+            c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_shipment_never_acknowledged_fails_after_the_ack_wait(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connected, but the acknowledgements never come (a stream's leader lost meanwhile):
+    the shipment fails after `ACK_WAIT` and is counted, nothing marked shipped; the next one,
+    acknowledged, ships it all."""
+    import responder.ledgerstream as ls
+
+    d = tmp_path / "n"
+    stream = "LEDGER_UNACKED"
+    count(d, "bank-a", 2)
+    c = Cluster(cluster.urls, once=True)
+    try:
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            monkeypatch.setattr(ls, "ACK_WAIT", 0.5)
+            with monkeypatch.context() as m:
+                _acks_never_come(m, c, lambda: None)
+                with pytest.raises(ClusterError, match=r"not acknowledged within 0\.5 s"):
+                    ship(c, ledger, "n", stream)
+            state = ledger.shipping_state()
+            assert state is not None and state.failures == 1 and state.shipped_at == 0
+            assert ship(c, ledger, "n", stream) == 1
+        assert _fresh_total(c, tmp_path, stream) == 2
     finally:
         c.close()
