@@ -94,12 +94,9 @@ test: lint typecheck pytest
 
 # The suite against the native build (make compiled): CI runs it after make test, so a change
 # mypyc refuses, or one that behaves otherwise compiled, cannot land unseen. It leaves the .so
-# files next to the sources (make clean removes them). One test is left out: it timed out in both
-# whole compiled runs made (2026-12-07) and passed alone compiled and in every pure run; the cause
-# is not found (the note of session 30); make test runs it.
-COMPILED_DESELECT := --deselect tests/test_opsignals_live.py::test_the_streams_lost_and_back_on_metrics
+# files next to the sources (make clean removes them).
 test-compiled: $(NATIVE) bytecode
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_PROCS) $(COMPILED_DESELECT)
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_PROCS)
 
 # The suite under a shifted clock and another time zone: libfaketime (Debian package
 # faketime) moves the wall clock so that the run starts at 14:58 UTC, two minutes before
