@@ -1106,7 +1106,16 @@ class Builder:
             stop.restore()
             self.presign_seconds = None  # the last refresh below finishes what is cut
         if dirty or refreshes == 0:
-            refresh("stream")
+            try:
+                refresh("stream")
+            except ClusterError as e:
+                if not follow:
+                    raise
+                # stopped while the cluster is away (its CRLs not shipped): said as in the
+                # loop, not the run's error; what the store holds is committed and the CRL
+                # files are written here, but not in the bucket: the other nodes have them with
+                # the next CRLs this signer ships (made by its next change or schedule)
+                self.emit({"event": "warning", "message": str(e)})
         with self.store.read() as r:
             return r.stream_seq()
 

@@ -443,6 +443,33 @@ def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_stopped_while_its_crls_cannot_be_shipped_stops_cleanly(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The CRL signer stopped (SIGTERM) while its object store does not answer (its NATS
+    server stopped meanwhile): the last refresh at the stop cannot ship its CRLs either, and
+    that is said as a warning, as in the loop, not made the builder's error (it exited 1 and
+    its unit failed, though what the store holds is committed)."""
+    cfg = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "signer")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    calls: list[int] = []
+
+    def unreachable(report: BuildReport) -> object:
+        calls.append(len(report.crl_files))
+        if len(calls) == 2:  # the stop comes while the store is away
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise ClusterError("object store JPKI_CRLS: nats: timeout")
+
+    with follower(cfg, cluster, Consumer) as (b, consumer):
+        seq = b.consume(consumer, follow=True, tail_wait=0.5, interval=0.1, ship=unreachable)
+    assert seq == total and len(calls) == 3  # the last one at the stop
+    events = [json.loads(line) for line in (tmp_path / "signer" / "events.jsonl").open()]
+    warned = [e for e in events if e.get("event") == "warning" and "JPKI_CRLS" in e["message"]]
+    assert len(warned) == 3
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_follower_started_past_its_promise_renews_it_once_caught_up(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
