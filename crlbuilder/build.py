@@ -60,7 +60,7 @@ from crlbuilder.apply import (
     register_issuers,
 )
 from crlbuilder.config import BuilderConfig, facts_key
-from crlbuilder.crl.publish import CrlPublisher, crl_signing, wait_past
+from crlbuilder.crl.publish import AHEAD_AT_MOST, CrlPublisher, crl_signing, wait_past
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file, read_open
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
@@ -388,24 +388,27 @@ class Builder:
                         self.emit({"event": "warning", "message": (
                             f"{m.path(files[1])}: {issuer.id}'s OCSP signer: {note}")})  # fmt: skip
 
-    def last_commit(self) -> int:
-        """Epoch seconds of the store's last commit: records, lapses, or what a build published
-        (a CRL's thisUpdate, a pre-signed answer's producedAt)."""
+    def check_as_of(self, as_of: datetime) -> None:
+        """Refuse a build instant earlier than the store's last commit (`AsOfError`): its
+        records' and lapses' commits and its pre-signed answers' producedAt, or its CRLs'
+        thisUpdate by `AHEAD_AT_MOST` seconds or more. A CRL may stand a few seconds after the
+        instant of the run that made it (`dated_after`: a second run at one pinned instant,
+        as the rerun after a killed build, dates its CRLs a second after the first's), and a
+        run at that instant dates its own CRLs after it again; an instant further back would
+        date them before it."""
+        t = epoch(as_of)
         with self.store.read() as r:
             last = r.committed_at()
+            crls = 0
             for i in r.issuers():
-                last = max(
-                    last, r.crl_state(i.index).this_update, r.ocsp_state(i.index).produced_at
-                )
-        return last
-
-    def check_as_of(self, as_of: datetime) -> None:
-        """Refuse a build instant earlier than the store's last commit (`AsOfError`)."""
-        last = self.last_commit()
-        if epoch(as_of) < last:
+                last = max(last, r.ocsp_state(i.index).produced_at)
+                crls = max(crls, r.crl_state(i.index).this_update)
+        if t < last or crls - t >= AHEAD_AT_MOST:
+            shown = from_epoch(last if t < last else crls).isoformat()
+            what = "" if t < last else ", the thisUpdate of its CRLs"
             raise AsOfError(
                 f"--as-of {as_of.astimezone(UTC).isoformat()} is earlier than the store's last "
-                f"commit ({from_epoch(last).isoformat()}): a build cannot go back in time (its "
+                f"commit ({shown}{what}): a build cannot go back in time (its "
                 "CRLs, OCSP answers and 30-day lapses would be dated before what the store "
                 "already published); nothing was written"
             )

@@ -20,6 +20,7 @@ from crlbuilder import rules
 from crlbuilder.apply import Applier
 from crlbuilder.build import AsOfError, Builder
 from crlbuilder.cli import main as cli_main
+from crlbuilder.crl.publish import AHEAD_AT_MOST
 from crlbuilder.ingest import read_file
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
@@ -318,6 +319,40 @@ def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
 # ---------------------------------------------------------------------------
 # --as-of earlier than the store's last commit: refused, nothing written
 # ---------------------------------------------------------------------------
+
+
+def test_reruns_at_one_pinned_instant_go_on_while_their_crls_can_be_dated_after(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Each rerun at one pinned instant (a build killed and run again, as often as it was
+    killed) dates its CRLs a second after the last ones (`dated_after`), so the CRLs stand
+    ahead of the instant: the next rerun at it was refused as "earlier than the store's last
+    commit" (seen: tests/test_build.py's kill test, whose killed runs had reached the CRLs
+    twice). It goes on while its CRLs can still be dated after them (`AHEAD_AT_MOST`), and is
+    refused once they cannot; the instant is an hour before the clock, so that `wait_past`
+    does not date by the clock instead."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki)
+    then = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a.jsonl").write_bytes(
+        b"\n".join(auth_card_history(manifest, then - timedelta(days=1), then.date())) + b"\n"
+    )
+    files = [tmp_path / "records" / "a.jsonl"]
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        dated = []
+        for _ in range(AHEAD_AT_MOST + 1):
+            b.build(files, then)
+            with b.store.read() as r:
+                dated.append(max(r.crl_state(i.index).this_update for i in r.issuers()))
+        t = int(then.timestamp())
+        assert dated == [t + k for k in range(AHEAD_AT_MOST + 1)]
+        with pytest.raises(AsOfError, match="the thisUpdate of its CRLs"):
+            b.build(files, then)
+        b.build(files, then + timedelta(seconds=1))  # a second on: dated after them again
+    finally:
+        b.close()
 
 
 def test_as_of_before_the_last_commit_refused_and_nothing_written(
