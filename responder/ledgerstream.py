@@ -157,7 +157,8 @@ def check_node(node: str) -> str:
 
 
 ACK_WAIT: Final = 10.0
-"""Seconds a shipment waits for its last publishes' acknowledgements after sending them."""
+"""Seconds a shipment waits for its last publishes' acknowledgements after sending them, and a
+publish for a slot among the acknowledgements awaited (nats-py's 4,000)."""
 
 
 def ship(
@@ -207,12 +208,13 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
         for c in pending:
             futures.append(
                 await cluster.js.publish_async(
-                    subject(stream, c), msgspec.json.encode(c), stream=stream
+                    subject(stream, c), msgspec.json.encode(c), stream=stream, wait_stall=ACK_WAIT
                 )
             )
-        # each acknowledgement is awaited for at most ACK_WAIT: one the server never sends (a
-        # stream's leader lost meanwhile) would otherwise hold this shipment, and worker 0's
-        # every later collection, for ever
+        # the acknowledgements are awaited for at most ACK_WAIT (and a publish for a free slot
+        # among those in flight, ``wait_stall``): one the server never sends (a stream's
+        # leader lost meanwhile) would otherwise hold this shipment, and worker 0's every
+        # later collection, for ever
         try:
             await asyncio.wait_for(asyncio.gather(*futures), ACK_WAIT)
         except TimeoutError:
