@@ -231,33 +231,43 @@ async def _connect(
         if connected and lost is not None:
             lost.set()
 
-    connecting = asyncio.ensure_future(
-        nc.connect(
-            servers=servers,
-            error_cb=on_error,
-            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # typed int, used as float
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.2,  # type: ignore[arg-type]
-            allow_reconnect=True,
-            name="jpki-va",
-            disconnected_cb=on_disconnect,
-            **options.kwargs,  # the credential and TLS (`crlbuilder.natsauth`)
-        )
+    connecting = nc.connect(
+        servers=servers,
+        error_cb=on_error,
+        connect_timeout=connect_timeout,  # type: ignore[arg-type]  # typed int, used as float
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,  # type: ignore[arg-type]
+        allow_reconnect=True,
+        name="jpki-va",
+        disconnected_cb=on_disconnect,
+        **options.kwargs,  # the credential and TLS (`crlbuilder.natsauth`)
     )
-    gave_up = asyncio.ensure_future(every_one_failed.wait())
-    try:
-        await asyncio.wait({connecting, gave_up}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gave_up.cancel()
-        if not connecting.done():
-            connecting.cancel()
-        await asyncio.gather(connecting, gave_up, return_exceptions=True)
-    if connecting.cancelled():
+    done = await _first(connecting, every_one_failed)
+    if done is None:
         await nc.close()
         raise ClusterError(str(failures[-1]) or type(failures[-1]).__name__)
-    connecting.result()  # what nats-py raised, if it did
+    done.result()  # what nats-py raised, if it did
     connected = True
     return nc
+
+
+async def _first(op: Coroutine[Any, Any, T], event: asyncio.Event) -> asyncio.Future[T] | None:
+    """Run ``op`` until it ends or ``event`` is set, whichever comes first: ``op``'s task, done
+    (its result or exception), or None when ``event`` came first (``op`` cancelled)."""
+    task = asyncio.ensure_future(op)
+    if event.is_set():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return None
+    watch = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, watch, return_exceptions=True)
+    return None if task.cancelled() else task
 
 
 class ConnectionLost(nats.errors.Error):
@@ -269,21 +279,10 @@ class ConnectionLost(nats.errors.Error):
 
 async def _unless_lost(coro: Coroutine[Any, Any, T], lost: asyncio.Event) -> T:
     """``coro``'s result, or `ConnectionLost` as soon as ``lost`` is set (``coro`` cancelled)."""
-    if lost.is_set():
-        coro.close()
+    done = await _first(coro, lost)
+    if done is None:
         raise ConnectionLost
-    op = asyncio.ensure_future(coro)
-    watch = asyncio.ensure_future(lost.wait())
-    try:
-        await asyncio.wait({op, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not op.done():
-            op.cancel()
-        await asyncio.gather(op, watch, return_exceptions=True)
-    if op.cancelled():
-        raise ConnectionLost
-    return op.result()
+    return done.result()
 
 
 class _Closable(Protocol):
